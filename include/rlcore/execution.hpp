@@ -20,7 +20,8 @@
 // must not be used where two calls write the same element.
 //
 // The host backend is <rlcore/backend/host/execution.hpp> (always available); the CUDA backend is
-// <rlcore/backend/cuda/execution.cuh>. A new backend provides a specialisation for its memory space.
+// <rlcore/backend/cuda/execution.cuh>. A new backend provides a specialisation for its memory
+// space.
 #pragma once
 
 #include "tensor/memory_space.hpp"

@@ -3,6 +3,7 @@
 //   <rlcore/backend/cuda/cuda.cuh>     device memory, Thrust/CUB executors (nvcc only)
 #pragma once
 
+#include "backend/host/execution.hpp"
 #include "config.hpp"
 #include "error.hpp"
 #include "execution.hpp"
@@ -11,4 +12,3 @@
 #include "tensor/layout.hpp"
 #include "tensor/memory_space.hpp"
 #include "tensor/views.hpp"
-#include "backend/host/execution.hpp"

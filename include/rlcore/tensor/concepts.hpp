@@ -62,7 +62,9 @@ struct nested_space {
   using type = host_space;
 };
 template <class T>
-  requires requires { typename T::memory_space; }
+requires requires {
+  typename T::memory_space;
+}
 struct nested_space<T> {
   using type = typename T::memory_space;
 };
@@ -77,7 +79,7 @@ template <class T>
 concept has_matrix_trait = requires(T& t) {
   typename tensor_traits<detail::bare<T>>::value_type;
   typename tensor_traits<detail::bare<T>>::memory_space;
-  { tensor_traits<detail::bare<T>>::matrix(t) };
+  {tensor_traits<detail::bare<T>>::matrix(t)};
   requires detail::is_matrix_view<decltype(tensor_traits<detail::bare<T>>::matrix(t))>::value;
 };
 
@@ -86,14 +88,14 @@ template <class T>
 concept has_vector_trait = requires(T& t) {
   typename tensor_traits<detail::bare<T>>::value_type;
   typename tensor_traits<detail::bare<T>>::memory_space;
-  { tensor_traits<detail::bare<T>>::vector(t) };
+  {tensor_traits<detail::bare<T>>::vector(t)};
   requires detail::is_vector_view<decltype(tensor_traits<detail::bare<T>>::vector(t))>::value;
 };
 
 /// T provides data(), rows(), cols(), row_stride(), col_stride() (strides in elements).
 template <class T>
 concept strided_matrix_members = requires(T& t) {
-  { t.data() };
+  {t.data()};
   requires std::is_pointer_v<decltype(t.data())>;
   { t.rows() } -> std::convertible_to<index_t>;
   { t.cols() } -> std::convertible_to<index_t>;
@@ -104,7 +106,7 @@ concept strided_matrix_members = requires(T& t) {
 /// T provides contiguous data() and size() (std::vector, std::span, std::array, ...).
 template <class T>
 concept contiguous_vector_members = requires(T& t) {
-  { t.data() };
+  {t.data()};
   requires std::is_pointer_v<decltype(t.data())>;
   requires std::is_arithmetic_v<std::remove_pointer_t<decltype(t.data())>>;
   { t.size() } -> std::convertible_to<std::size_t>;
@@ -116,8 +118,7 @@ concept matrix_like = has_matrix_trait<T> || strided_matrix_members<T>;
 
 /// A type usable as a one-dimensional tensor: per-sequence data, offsets, packed token data.
 template <class T>
-concept vector_like =
-    has_vector_trait<T> || (contiguous_vector_members<T> && !has_matrix_trait<T>);
+concept vector_like = has_vector_trait<T> ||(contiguous_vector_members<T> && !has_matrix_trait<T>);
 
 /// The matrix_view of a matrix_like object (the trait wins over the structural members).
 template <matrix_like T>
@@ -149,13 +150,12 @@ namespace detail {
 template <class T>
 struct view_of;
 template <class T>
-  requires matrix_like<T>
+requires matrix_like<T>
 struct view_of<T> {
   using type = decltype(as_matrix_view(std::declval<T&>()));
 };
 template <class T>
-  requires(vector_like<T> && !matrix_like<T>)
-struct view_of<T> {
+requires(vector_like<T> && !matrix_like<T>) struct view_of<T> {
   using type = decltype(as_vector_view(std::declval<T&>()));
 };
 } // namespace detail

@@ -44,7 +44,7 @@ struct offset_groups {
 
 /// Groups from host offsets (num_groups + 1 entries over sequences).
 template <vector_like O>
-  requires std::same_as<memory_space_of<const O>, host_space>
+requires std::same_as<memory_space_of<const O>, host_space>
 auto group_offsets(const O& offsets) {
   auto o = as_vector_view(offsets);
   using Off = typename decltype(o)::value_type;
@@ -78,8 +78,8 @@ index_t validate_groups(const char* function, const offset_groups<Offset, host_s
                         index_t num_sequences) {
   validate_host_offsets(function, "groups", groups.offsets);
   const auto last = static_cast<index_t>(groups.offsets[groups.offsets.size - 1]);
-  require(last == num_sequences, function, "groups", "expected the last group offset to equal N = ",
-          num_sequences, ", got ", last);
+  require(last == num_sequences, function, "groups",
+          "expected the last group offset to equal N = ", num_sequences, ", got ", last);
   return groups.offsets.size - 1;
 }
 

@@ -8,7 +8,8 @@
 //                 (cu_seqlens). An optional flat mask marks interior observation tokens.
 //  groups         the responses to one prompt: uniform_groups{G} (N % G == 0, group g holds
 //                 sequences [g * G, (g + 1) * G)) or offset_groups over sequences (num_groups + 1
-//                 non-decreasing offsets, offsets[0] == 0, offsets[last] == N; empty groups allowed).
+//                 non-decreasing offsets, offsets[0] == 0, offsets[last] == N; empty groups
+//                 allowed).
 //
 // A layout binds user tensors into views after checking their shapes, so generic algorithms index
 // every per-token tensor as x(i, t) with t < row_length(i), whatever the layout.
@@ -124,10 +125,10 @@ auto padded(const M& mask) {
   using E = typename decltype(v)::value_type;
   static_assert(std::is_arithmetic_v<E>, "rlcore::padded: the mask must have arithmetic elements");
   using S = typename decltype(v)::space;
-  detail::require(v.rows >= 0 && v.cols >= 0, "padded", "mask", "expected non-negative shape, got (",
-                  v.rows, ", ", v.cols, ")");
-  return padded_layout<E, S>{matrix_view<const E, S>{v.data, v.rows, v.cols, v.row_stride,
-                                                     v.col_stride}};
+  detail::require(v.rows >= 0 && v.cols >= 0, "padded", "mask",
+                  "expected non-negative shape, got (", v.rows, ", ", v.cols, ")");
+  return padded_layout<E, S>{
+      matrix_view<const E, S>{v.data, v.rows, v.cols, v.row_stride, v.col_stride}};
 }
 
 /// Padded layout of N x T tokens, all valid (no mask).
@@ -140,7 +141,7 @@ padded_layout<unsigned char, Space> padded_unmasked(index_t rows, index_t cols) 
 
 /// Packed layout from host offsets (N + 1 entries) with every token valid.
 template <vector_like O>
-  requires std::same_as<memory_space_of<const O>, host_space>
+requires std::same_as<memory_space_of<const O>, host_space>
 auto packed(const O& offsets) {
   auto o = as_vector_view(offsets);
   using Off = typename decltype(o)::value_type;
@@ -152,7 +153,7 @@ auto packed(const O& offsets) {
 
 /// Packed layout from host offsets (N + 1 entries) and a flat mask of offsets[N] entries.
 template <vector_like O, vector_like M>
-  requires std::same_as<memory_space_of<const O>, host_space>
+requires std::same_as<memory_space_of<const O>, host_space>
 auto packed(const O& offsets, const M& mask) {
   auto o = as_vector_view(offsets);
   auto m = as_vector_view(mask);
@@ -166,8 +167,8 @@ auto packed(const O& offsets, const M& mask) {
   const index_t total = detail::validate_host_offsets("packed", "offsets", oc);
   detail::require(m.size == total, "packed", "mask", "expected ", total,
                   " entries (offsets[N]), got ", m.size);
-  return packed_layout<Off, E, host_space>{oc, vector_view<const E, host_space>{m.data, m.size, m.stride},
-                                           total};
+  return packed_layout<Off, E, host_space>{
+      oc, vector_view<const E, host_space>{m.data, m.size, m.stride}, total};
 }
 
 /// A batch layout: padded_layout or packed_layout (or a user layout with the same members).

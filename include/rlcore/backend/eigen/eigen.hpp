@@ -15,17 +15,18 @@ namespace rlcore {
 namespace detail {
 
 template <class D>
-concept eigen_direct_access = std::derived_from<std::remove_cv_t<D>, Eigen::DenseBase<std::remove_cv_t<D>>> &&
-    requires(D& d) {
-  { d.data() };
-  { d.innerStride() };
-  { d.outerStride() };
+concept eigen_direct_access =
+    std::derived_from<std::remove_cv_t<D>, Eigen::DenseBase<std::remove_cv_t<D>>> && requires(
+        D& d) {
+  {d.data()};
+  {d.innerStride()};
+  {d.outerStride()};
 };
 
 } // namespace detail
 
 template <class D>
-  requires detail::eigen_direct_access<D>
+requires detail::eigen_direct_access<D>
 struct tensor_traits<D> {
   using value_type = typename D::Scalar;
   using memory_space = host_space;
@@ -37,21 +38,18 @@ struct tensor_traits<D> {
     // Eigen's inner stride runs along the storage order; outer stride between rows (row-major)
     // or columns (column-major).
     if constexpr (row_major) {
-      return matrix_view<E, host_space>{m.data(), static_cast<index_t>(m.rows()),
-                                        static_cast<index_t>(m.cols()),
-                                        static_cast<index_t>(m.outerStride()),
-                                        static_cast<index_t>(m.innerStride())};
+      return matrix_view<E, host_space>{
+          m.data(), static_cast<index_t>(m.rows()), static_cast<index_t>(m.cols()),
+          static_cast<index_t>(m.outerStride()), static_cast<index_t>(m.innerStride())};
     } else {
-      return matrix_view<E, host_space>{m.data(), static_cast<index_t>(m.rows()),
-                                        static_cast<index_t>(m.cols()),
-                                        static_cast<index_t>(m.innerStride()),
-                                        static_cast<index_t>(m.outerStride())};
+      return matrix_view<E, host_space>{
+          m.data(), static_cast<index_t>(m.rows()), static_cast<index_t>(m.cols()),
+          static_cast<index_t>(m.innerStride()), static_cast<index_t>(m.outerStride())};
     }
   }
 
   template <class X>
-    requires(D::RowsAtCompileTime == 1 || D::ColsAtCompileTime == 1)
-  static auto vector(X& v) {
+  requires(D::RowsAtCompileTime == 1 || D::ColsAtCompileTime == 1) static auto vector(X& v) {
     using E = std::remove_pointer_t<decltype(v.data())>;
     return vector_view<E, host_space>{v.data(), static_cast<index_t>(v.size()),
                                       static_cast<index_t>(v.innerStride())};

@@ -18,7 +18,8 @@ template <class T>
 class host_buffer {
 public:
   host_buffer() = default;
-  explicit host_buffer(index_t n) : size_(n), data_(n > 0 ? new T[static_cast<size_t>(n)]() : nullptr) {}
+  explicit host_buffer(index_t n)
+      : size_(n), data_(n > 0 ? new T[static_cast<size_t>(n)]() : nullptr) {}
   [[nodiscard]] T* data() const { return data_.get(); }
   [[nodiscard]] index_t size() const { return size_; }
   T& operator[](index_t i) const { return data_[static_cast<size_t>(i)]; }
