@@ -182,4 +182,19 @@ concept batch_layout = requires(const L& l, index_t i) {
   { l.token_slots() } -> std::convertible_to<index_t>;
 };
 
+/// A tensor that `layout` can bind as per-token data (an N x T matrix for padded layouts, a flat
+/// vector of offsets[N] elements for packed ones).
+template <class X, class Layout>
+concept token_tensor_for = requires(const Layout& layout, X& x) {
+  layout.bind("", "", x);
+};
+
+/// A writable per-token tensor for `layout`.
+template <class X, class Layout>
+concept mutable_token_tensor_for = token_tensor_for<X, Layout> && requires(const Layout& layout,
+                                                                           X& x) {
+  requires !std::is_const_v<
+      std::remove_reference_t<decltype(layout.bind("", "", x)(index_t{0}, index_t{0}))>>;
+};
+
 } // namespace rlcore
