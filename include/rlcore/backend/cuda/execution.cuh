@@ -1,0 +1,148 @@
+// The CUDA backend: execution_context<device_space>, the primitives of execution.hpp on device
+// memory, for padded and packed layouts whose views point to device memory.
+//
+//   rlcore::execution_context<rlcore::device_space> ctx{stream};          // or {stream, resource}
+//   auto loss = rlcore::grpo_objective(layout, ..., options, ctx);        // any generic algorithm
+//
+// Every kernel is launched on ctx.stream; nothing synchronises the device except the calls that
+// return a host value (reduce, reduce_tokens, copy_to_host), which wait for their own result.
+// Temporary memory comes from ctx.resource (stream-ordered cudaMallocAsync by default).
+// Reductions are deterministic: fixed-shape two-stage CUB block reductions, no atomics
+// (kernels/execution_kernels.cuh). Function objects must be trivially copyable with an
+// RLCORE_HD (or __device__) operator(); accumulators need a default constructor giving zero and
+// an RLCORE_HD operator+=.
+#pragma once
+
+#include "../../config.hpp"
+#include "../../execution.hpp"
+#include "../../tensor/memory_space.hpp"
+#include "error.cuh"
+#include "kernels/execution_kernels.cuh"
+#include "memory.cuh"
+
+#include <cuda_runtime.h>
+#include <type_traits>
+#include <utility>
+
+namespace rlcore {
+
+template <>
+struct execution_context<device_space> {
+  using space = device_space;
+
+  cudaStream_t stream = nullptr;                                    ///< every launch and copy
+  cuda::memory_resource resource = cuda::default_memory_resource(); ///< temporary memory
+
+  /// An owning, zero-filled buffer of n T in device memory (freed on `stream`).
+  template <class T>
+  [[nodiscard]] cuda::device_buffer<T> allocate(index_t n) const {
+    return cuda::device_buffer<T>(n, stream, resource);
+  }
+
+  /// f(i) for i in [0, n), any order, asynchronous.
+  template <class F>
+  void for_each(index_t n, F&& f) const {
+    if (n <= 0) {
+      return;
+    }
+    using source = cuda::detail::index_source<std::decay_t<F>>;
+    cuda::detail::for_each_kernel<<<cuda::detail::grid_for(n, cuda::detail::max_grid_blocks),
+                                    cuda::detail::block_threads, 0, stream>>>(n, source{f});
+    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::for_each_kernel");
+  }
+
+  /// init + sum_i f(i) (deterministic); waits for the result.
+  template <class Acc, class F>
+  [[nodiscard]] Acc reduce(index_t n, Acc init, F&& f) const {
+    using source = cuda::detail::index_source<std::decay_t<F>>;
+    return reduce_source(n, std::move(init), source{f});
+  }
+
+  /// f(i, t) for every token slot of the layout (valid or not), any order, asynchronous.
+  template <class Layout, class F>
+  void for_each_token(const Layout& layout, F&& f) const {
+    const index_t n = layout.token_slots();
+    if (n <= 0) {
+      return;
+    }
+    using source = cuda::detail::token_source<Layout, std::decay_t<F>>;
+    cuda::detail::for_each_kernel<<<cuda::detail::grid_for(n, cuda::detail::max_grid_blocks),
+                                    cuda::detail::block_threads, 0, stream>>>(n, source{layout, f});
+    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::for_each_kernel (tokens)");
+  }
+
+  /// init + sum over every token slot of f(i, t) (deterministic); waits for the result.
+  template <class Layout, class Acc, class F>
+  [[nodiscard]] Acc reduce_tokens(const Layout& layout, Acc init, F&& f) const {
+    using source = cuda::detail::token_source<Layout, std::decay_t<F>>;
+    return reduce_source(layout.token_slots(), std::move(init), source{layout, f});
+  }
+
+  /// out[i] = sum_t f(i, t) for every row (out: device memory of rows() Acc), one block per row,
+  /// deterministic, asynchronous.
+  template <class Layout, class Acc, class F>
+  void reduce_rows(const Layout& layout, Acc* out, F&& f) const {
+    const index_t rows = layout.rows();
+    if (rows <= 0) {
+      return;
+    }
+    const auto grid = static_cast<unsigned>(
+        rows < cuda::detail::max_grid_blocks ? rows : cuda::detail::max_grid_blocks);
+    cuda::detail::reduce_rows_kernel<<<grid, cuda::detail::block_threads, 0, stream>>>(
+        layout, out, std::decay_t<F>(f));
+    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_rows_kernel");
+  }
+
+  /// Per row, t = len-1 .. 0: (a, b) = coeff(i, t); c' = a * c + b; out(i, t, c, c'); c = c'
+  /// (c = 0 at the row's end). A block-wide associative scan over affine maps per row (CUB
+  /// BlockScan with a running prefix across tiles); asynchronous.
+  template <class Layout, class Coeff, class Out>
+  void reverse_affine_scan_rows(const Layout& layout, Coeff&& coeff, Out&& out) const {
+    const index_t rows = layout.rows();
+    if (rows <= 0) {
+      return;
+    }
+    using C = std::remove_cvref_t<decltype(coeff(index_t{0}, index_t{0}).second)>;
+    const auto grid = static_cast<unsigned>(
+        rows < cuda::detail::max_grid_blocks ? rows : cuda::detail::max_grid_blocks);
+    cuda::detail::reverse_affine_scan_rows_kernel<C>
+        <<<grid, cuda::detail::block_threads, 0, stream>>>(layout, std::decay_t<Coeff>(coeff),
+                                                           std::decay_t<Out>(out));
+    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reverse_affine_scan_rows_kernel");
+  }
+
+  /// Copies n elements from device memory to host memory; waits for them.
+  template <class T>
+  void copy_to_host(const T* src, index_t n, T* dst) const {
+    if (n <= 0) {
+      return;
+    }
+    RLCORE_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<std::size_t>(n) * sizeof(T),
+                                      cudaMemcpyDeviceToHost, stream));
+    RLCORE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+private:
+  template <class Acc, class Source>
+  Acc reduce_source(index_t n, Acc init, const Source& source) const {
+    if (n <= 0) {
+      return init;
+    }
+    const unsigned grid = cuda::detail::grid_for(n, cuda::detail::reduce_max_blocks);
+    auto scratch = allocate<Acc>(index_t{grid} + 1);
+    cuda::detail::reduce_partials_kernel<Acc>
+        <<<grid, cuda::detail::block_threads, 0, stream>>>(n, source, scratch.data());
+    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_partials_kernel");
+    cuda::detail::reduce_final_kernel<Acc><<<1, cuda::detail::block_threads, 0, stream>>>(
+        index_t{grid}, scratch.data(), scratch.data() + grid);
+    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_final_kernel");
+    Acc total{};
+    copy_to_host(scratch.data() + grid, 1, &total);
+    init += total;
+    return init;
+  }
+};
+
+using device_context = execution_context<device_space>;
+
+} // namespace rlcore

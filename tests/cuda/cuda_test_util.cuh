@@ -1,0 +1,78 @@
+// Shared helpers of the CUDA tests: device <-> host copies, random data, the check_invalid pattern.
+#pragma once
+
+#include <rlcore/backend/cuda/cuda.cuh>
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <thrust/device_vector.h>
+#include <thrust/host_vector.h>
+#include <vector>
+
+namespace rlcore_test {
+
+template <class T>
+std::vector<T> to_host(const thrust::device_vector<T>& d) {
+  thrust::host_vector<T> h = d;
+  return std::vector<T>(h.begin(), h.end());
+}
+
+template <class T>
+thrust::device_vector<T> to_device(const std::vector<T>& h) {
+  return thrust::device_vector<T>(h.begin(), h.end());
+}
+
+/// n uniform values in [lo, hi).
+template <class T>
+std::vector<T> uniform(std::size_t n, double lo, double hi, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> dist(lo, hi);
+  std::vector<T> out(n);
+  for (auto& x : out) {
+    x = static_cast<T>(dist(rng));
+  }
+  return out;
+}
+
+/// A 0/1 mask with probability p of a 1.
+template <class T>
+std::vector<T> bernoulli(std::size_t n, double p, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::bernoulli_distribution dist(p);
+  std::vector<T> out(n);
+  for (auto& x : out) {
+    x = dist(rng) ? T(1) : T(0);
+  }
+  return out;
+}
+
+template <class T>
+bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+/// |a - b| <= rel * max(|b|, floor): relative agreement with an absolute floor near zero.
+inline bool close(double a, double b, double rel, double floor = 1.0) {
+  const double scale = std::abs(b) > floor ? std::abs(b) : floor;
+  return std::abs(a - b) <= rel * scale;
+}
+
+// Runs f, expects rlcore::invalid_argument naming `argument` with `fragment` in its message.
+template <class F>
+void check_invalid(F&& f, const std::string& argument, const std::string& fragment) {
+  try {
+    f();
+    FAIL("expected rlcore::invalid_argument for ", argument);
+  } catch (const rlcore::invalid_argument& e) {
+    CHECK(e.argument() == argument);
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(what.find(fragment) != std::string::npos);
+    CHECK(what.find("'" + argument + "'") != std::string::npos);
+  }
+}
+
+} // namespace rlcore_test
