@@ -1,0 +1,365 @@
+// Group-relative outcome advantages: GRPO (group / batch / no std scaling = Dr. GRPO), RLOO, OPO
+// and pass@k. One score s_i per sequence (see sequence_scores for per-token rewards), groups of
+// responses to the same prompt; the per-sequence advantage is broadcast to every valid token and
+// masked tokens get exactly 0.
+//
+// Shapes: N sequences; scores: vector of N; groups: uniform_groups{G} (N % G == 0) or
+// offset_groups; advantages_out: per-token tensor of the layout (N x T padded, or offsets[N] flat
+// packed). Moments are computed in double, in two passes (math/stats.hpp): identical scores in a
+// group give advantage exactly 0. No gradient flows through an advantage.
+#pragma once
+
+#include "../math/advantage.hpp"
+#include "../math/stats.hpp"
+#include "common.hpp"
+
+#include <type_traits>
+#include <utility>
+
+namespace rlcore {
+
+/// How GRPO divides the centred score s_i - mean_g.
+enum class grpo_scaling {
+  group, ///< by std_g + eps (DeepSeekMath GRPO; verl, TRL scale_rewards="group")
+  batch, ///< by the std of all N scores + eps (TRL scale_rewards="batch"; REINFORCE++-style)
+  none   ///< not at all: s_i - mean_g (Dr. GRPO; verl norm_adv_by_std_in_grpo=False)
+};
+
+/// What a group of one response gets.
+enum class singleton_group_policy {
+  zero,      ///< advantage 0: no relative signal (default)
+  raw_reward ///< the group's mean := 0 and std := 1 (verl): s / (1 + eps), or s when unscaled
+};
+
+/// Options of grpo_outcome_advantages.
+struct grpo_advantage_options {
+  grpo_scaling scaling = grpo_scaling::group;
+  rlcore::std_kind std_kind = rlcore::std_kind::unbiased; ///< for std_g and the batch std
+  double eps = 1e-6;                                      ///< added to the std (> 0)
+  singleton_group_policy singleton_group = singleton_group_policy::zero;
+};
+
+/// Options of pass_at_k_advantages.
+struct pass_at_k_options {
+  bool divide_by_std = true; ///< divide s_max - s_second by std_g + eps (verl's default)
+  rlcore::std_kind std_kind = rlcore::std_kind::unbiased;
+  double eps = 1e-6; ///< > 0
+};
+
+namespace detail {
+
+/// Writes GRPO advantages of every member of group g.
+template <class Groups, class Scores, class Out>
+struct grpo_group_kernel {
+  Groups groups;
+  Scores scores;
+  Out out;
+  grpo_scaling scaling;
+  std_kind kind;
+  double eps;
+  bool singleton_raw_reward;
+  double batch_std;
+
+  struct score_at {
+    Scores scores;
+    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(scores[k]); }
+  };
+
+  RLCORE_HD void operator()(index_t g) const {
+    const index_t begin = groups.begin(g);
+    const index_t end = groups.end(g);
+    math::range_moments_result m = math::range_moments(begin, end, score_at{scores}, kind);
+    double spread = scaling == grpo_scaling::batch ? batch_std : m.stddev;
+    if (end - begin == 1 && singleton_raw_reward) {
+      m.mean = 0.0;
+      spread = 1.0;
+    }
+    using T = typename Out::value_type;
+    for (index_t k = begin; k < end; ++k) {
+      out[k] = static_cast<T>(math::standardized_advantage(
+          static_cast<double>(scores[k]), m.mean, spread, eps, scaling != grpo_scaling::none));
+    }
+  }
+};
+
+/// Writes RLOO advantages of every member of group g.
+template <class Groups, class Scores, class Out>
+struct rloo_group_kernel {
+  Groups groups;
+  Scores scores;
+  Out out;
+  struct score_at {
+    Scores scores;
+    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(scores[k]); }
+  };
+  RLCORE_HD void operator()(index_t g) const {
+    const index_t begin = groups.begin(g);
+    const index_t end = groups.end(g);
+    const auto m = math::range_moments(begin, end, score_at{scores}, std_kind::population);
+    using T = typename Out::value_type;
+    for (index_t k = begin; k < end; ++k) {
+      out[k] = static_cast<T>(math::leave_one_out_advantage(static_cast<double>(scores[k]), m.mean,
+                                                            static_cast<double>(end - begin)));
+    }
+  }
+};
+
+/// Writes OPO advantages s_i - sum_j n_j s_j / sum_j n_j of every member of group g.
+template <class Groups, class Scores, class Lengths, class Out>
+struct opo_group_kernel {
+  Groups groups;
+  Scores scores;
+  Lengths lengths;
+  Out out;
+  struct score_at {
+    Scores scores;
+    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(scores[k]); }
+  };
+  struct length_at {
+    Lengths lengths;
+    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(lengths[k]); }
+  };
+  RLCORE_HD void operator()(index_t g) const {
+    const index_t begin = groups.begin(g);
+    const index_t end = groups.end(g);
+    const double baseline =
+        math::weighted_range_mean(begin, end, score_at{scores}, length_at{lengths});
+    double total_length = 0;
+    for (index_t k = begin; k < end; ++k) {
+      total_length += static_cast<double>(lengths[k]);
+    }
+    using T = typename Out::value_type;
+    for (index_t k = begin; k < end; ++k) {
+      // A group without valid tokens has no baseline and nothing to train: advantage 0.
+      out[k] = total_length > 0 ? static_cast<T>(static_cast<double>(scores[k]) - baseline) : T(0);
+    }
+  }
+};
+
+/// Writes pass@k advantages of group g: the best member (first on ties) gets s_max - s_second
+/// (over std_g + eps when divide_by_std), the others 0.
+template <class Groups, class Scores, class Out>
+struct pass_at_k_group_kernel {
+  Groups groups;
+  Scores scores;
+  Out out;
+  bool divide_by_std;
+  std_kind kind;
+  double eps;
+  struct score_at {
+    Scores scores;
+    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(scores[k]); }
+  };
+  RLCORE_HD void operator()(index_t g) const {
+    const index_t begin = groups.begin(g);
+    const index_t end = groups.end(g);
+    using T = typename Out::value_type;
+    if (end - begin < 2) {
+      for (index_t k = begin; k < end; ++k) {
+        out[k] = T(0);
+      }
+      return;
+    }
+    index_t best = begin;
+    for (index_t k = begin + 1; k < end; ++k) {
+      if (static_cast<double>(scores[k]) > static_cast<double>(scores[best])) {
+        best = k;
+      }
+    }
+    bool have_second = false;
+    double second = 0;
+    for (index_t k = begin; k < end; ++k) {
+      const double s = static_cast<double>(scores[k]);
+      if (k != best && (!have_second || s > second)) {
+        second = s;
+        have_second = true;
+      }
+    }
+    const double top = static_cast<double>(scores[best]);
+    double spread = 0;
+    if (divide_by_std) {
+      spread = math::range_moments(begin, end, score_at{scores}, kind).stddev;
+    }
+    for (index_t k = begin; k < end; ++k) {
+      out[k] = k == best ? static_cast<T>(
+                   math::standardized_advantage(top, second, spread, eps, divide_by_std))
+                         : T(0);
+    }
+  }
+};
+
+/// 1 for a group holding exactly one sequence.
+template <class Groups>
+struct singleton_group_flag {
+  Groups groups;
+  RLCORE_HD index_t operator()(index_t g) const {
+    return groups.end(g) - groups.begin(g) == 1 ? 1 : 0;
+  }
+};
+
+/// 1 at a valid token (counts n_i with reduce_rows).
+template <class Layout>
+struct valid_token_count {
+  Layout layout;
+  RLCORE_HD double operator()(index_t i, index_t t) const { return layout.valid(i, t) ? 1.0 : 0.0; }
+};
+
+inline void validate_group_options(const char* function, const grpo_advantage_options& options) {
+  require_positive_eps(function, "options.eps", options.eps);
+  require(options.scaling == grpo_scaling::group || options.scaling == grpo_scaling::batch
+              || options.scaling == grpo_scaling::none,
+          function, "options.scaling", "expected group, batch or none, got ",
+          static_cast<int>(options.scaling));
+}
+
+/// Per-sequence GRPO advantages into a view of N values.
+template <class Context, class Scores, class Groups, class Out>
+group_advantage_stats
+grpo_sequence_impl(const char* function, const Scores& sv, const Groups& groups, const Out& ov,
+                   const grpo_advantage_options& options, const Context& ctx) {
+  const index_t n = sv.size;
+  const index_t num_groups = validate_groups(function, groups, n);
+  validate_group_options(function, options);
+  double batch_std = 0;
+  if (options.scaling == grpo_scaling::batch) {
+    batch_std = sequence_moments(ctx, n, sv, options.std_kind).stddev;
+  }
+  ctx.for_each(num_groups,
+               grpo_group_kernel<Groups, Scores, Out>{
+                   groups, sv, ov, options.scaling, options.std_kind, options.eps,
+                   options.singleton_group == singleton_group_policy::raw_reward, batch_std});
+  return group_stats(ctx, num_groups, groups, sv, ov, n);
+}
+
+} // namespace detail
+
+/// GRPO outcome advantages per sequence (DeepSeekMath, Shao et al. 2024, sec. 4.1.2):
+///   a_i = (s_i - mean_g) / (std_g + eps)        scaling = group (default)
+///   a_i = (s_i - mean_g) / (std_batch + eps)    scaling = batch (std of all N scores)
+///   a_i = s_i - mean_g                          scaling = none (Dr. GRPO, Liu et al. 2025)
+/// std is unbiased (n - 1, default) or population; eps = 1e-6. A group of one sequence gets 0
+/// (singleton_group = zero, default) or verl's raw reward (mean := 0, std := 1). Empty offset
+/// groups produce nothing.
+/// Shapes: scores and advantages_out are vectors of N. Returns the group metrics.
+/// Peers: verl = defaults (norm_adv_by_std_in_grpo=False -> none; singleton raw_reward);
+/// TRL = eps 1e-4, scale_rewards "group" / "batch" / "none"; OpenRLHF group_norm = eps 1e-9.
+template <vector_like Scores, class Groups, class Advantages>
+requires mutable_vector_like<std::remove_reference_t<Advantages>> group_advantage_stats
+grpo_outcome_sequence_advantages(const Scores& scores, const Groups& groups,
+                                 Advantages&& advantages_out,
+                                 const grpo_advantage_options& options = {},
+                                 const execution_context<memory_space_of<const Scores>>& ctx = {}) {
+  constexpr const char* function = "grpo_outcome_sequence_advantages";
+  const auto sv = as_vector_view(scores);
+  const auto ov = as_vector_view(advantages_out);
+  detail::require_sequence_count(function, "advantages_out", ov.size, sv.size);
+  return detail::grpo_sequence_impl(function, sv, groups, ov, options, ctx);
+}
+
+/// GRPO outcome advantages broadcast to tokens: advantages_out(i, t) = a_i at valid tokens, 0 at
+/// masked ones, with a_i as in grpo_outcome_sequence_advantages (formula, options, peers).
+/// Shapes: scores vector of N = layout.rows(); advantages_out per-token.
+template <batch_layout Layout, vector_like Scores, class Groups, class Advantages>
+requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
+    group_advantage_stats grpo_outcome_advantages(const Layout& layout, const Scores& scores,
+                                                  const Groups& groups, Advantages&& advantages_out,
+                                                  const grpo_advantage_options& options = {},
+                                                  const detail::context_for<Layout>& ctx = {}) {
+  constexpr const char* function = "grpo_outcome_advantages";
+  const auto sv = as_vector_view(scores);
+  detail::require_sequence_count(function, "scores", sv.size, layout.rows());
+  auto out = layout.bind(function, "advantages_out", advantages_out);
+  auto buffer = ctx.template allocate<double>(sv.size);
+  const vector_view<double, typename Layout::space> seq{buffer.data(), sv.size, 1};
+  const auto stats = detail::grpo_sequence_impl(function, sv, groups, seq, options, ctx);
+  ctx.for_each_token(
+      layout, detail::broadcast_to_tokens<Layout, decltype(out), decltype(seq)>{layout, out, seq});
+  return stats;
+}
+
+/// RLOO advantages (Kool et al. 2019; Ahmadian et al. 2024): a_i = s_i - mean_{j != i} s_j
+/// = G / (G - 1) (s_i - mean_g) for a group of size G, broadcast to valid tokens (0 at masked
+/// ones). A group of one sequence gets 0. Same as OpenRLHF "rloo" / TRL RLOO on the sequence
+/// reward (their per-token KL terms aside).
+/// Shapes: scores vector of N; advantages_out per-token.
+template <batch_layout Layout, vector_like Scores, class Groups, class Advantages>
+requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
+    group_advantage_stats rloo_advantages(const Layout& layout, const Scores& scores,
+                                          const Groups& groups, Advantages&& advantages_out,
+                                          const detail::context_for<Layout>& ctx = {}) {
+  constexpr const char* function = "rloo_advantages";
+  const auto sv = as_vector_view(scores);
+  detail::require_sequence_count(function, "scores", sv.size, layout.rows());
+  const index_t num_groups = detail::validate_groups(function, groups, sv.size);
+  auto out = layout.bind(function, "advantages_out", advantages_out);
+  auto buffer = ctx.template allocate<double>(sv.size);
+  const vector_view<double, typename Layout::space> seq{buffer.data(), sv.size, 1};
+  ctx.for_each(num_groups,
+               detail::rloo_group_kernel<Groups, decltype(sv), decltype(seq)>{groups, sv, seq});
+  ctx.for_each_token(
+      layout, detail::broadcast_to_tokens<Layout, decltype(out), decltype(seq)>{layout, out, seq});
+  return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
+}
+
+/// OPO advantages (Hao et al. 2025, "On-Policy RL with Optimal reward baseline"): the
+/// length-weighted group baseline b_g = sum_j n_j s_j / sum_j n_j, n_j = valid tokens of sequence
+/// j (from the layout), a_i = s_i - b_g, broadcast to valid tokens (0 at masked ones). A group of
+/// one sequence gets 0; a group whose sequences have no valid token gets 0.
+/// Shapes: scores vector of N; advantages_out per-token. verl: adv_estimator=opo.
+template <batch_layout Layout, vector_like Scores, class Groups, class Advantages>
+requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
+    group_advantage_stats opo_advantages(const Layout& layout, const Scores& scores,
+                                         const Groups& groups, Advantages&& advantages_out,
+                                         const detail::context_for<Layout>& ctx = {}) {
+  constexpr const char* function = "opo_advantages";
+  const auto sv = as_vector_view(scores);
+  detail::require_sequence_count(function, "scores", sv.size, layout.rows());
+  const index_t num_groups = detail::validate_groups(function, groups, sv.size);
+  auto out = layout.bind(function, "advantages_out", advantages_out);
+  using space = typename Layout::space;
+  auto length_buffer = ctx.template allocate<double>(sv.size);
+  ctx.reduce_rows(layout, length_buffer.data(), detail::valid_token_count<Layout>{layout});
+  const vector_view<const double, space> lengths{length_buffer.data(), sv.size, 1};
+  auto buffer = ctx.template allocate<double>(sv.size);
+  const vector_view<double, space> seq{buffer.data(), sv.size, 1};
+  ctx.for_each(num_groups,
+               detail::opo_group_kernel<Groups, decltype(sv), decltype(lengths), decltype(seq)>{
+                   groups, sv, lengths, seq});
+  ctx.for_each_token(
+      layout, detail::broadcast_to_tokens<Layout, decltype(out), decltype(seq)>{layout, out, seq});
+  return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
+}
+
+/// pass@k advantages for GRPO (Chen et al. 2025, "Pass@k training"; verl grpo_passk): in each
+/// group only the best response (the first one on ties) gets s_max - s_second, divided by
+/// std_g + eps when divide_by_std (default, as verl), broadcast to its valid tokens; every other
+/// token gets 0. A group of one sequence is an error (empty offset groups are allowed and produce
+/// nothing). Shapes: scores vector of N; advantages_out per-token.
+template <batch_layout Layout, vector_like Scores, class Groups, class Advantages>
+requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
+    group_advantage_stats pass_at_k_advantages(const Layout& layout, const Scores& scores,
+                                               const Groups& groups, Advantages&& advantages_out,
+                                               const pass_at_k_options& options = {},
+                                               const detail::context_for<Layout>& ctx = {}) {
+  constexpr const char* function = "pass_at_k_advantages";
+  const auto sv = as_vector_view(scores);
+  detail::require_sequence_count(function, "scores", sv.size, layout.rows());
+  const index_t num_groups = detail::validate_groups(function, groups, sv.size);
+  detail::require_positive_eps(function, "options.eps", options.eps);
+  const index_t singletons =
+      ctx.reduce(num_groups, index_t{0}, detail::singleton_group_flag<Groups>{groups});
+  detail::require(singletons == 0, function, "groups",
+                  "expected every group to hold at least 2 sequences, got ", singletons,
+                  " group(s) of size 1");
+  auto out = layout.bind(function, "advantages_out", advantages_out);
+  auto buffer = ctx.template allocate<double>(sv.size);
+  const vector_view<double, typename Layout::space> seq{buffer.data(), sv.size, 1};
+  ctx.for_each(num_groups,
+               detail::pass_at_k_group_kernel<Groups, decltype(sv), decltype(seq)>{
+                   groups, sv, seq, options.divide_by_std, options.std_kind, options.eps});
+  ctx.for_each_token(
+      layout, detail::broadcast_to_tokens<Layout, decltype(out), decltype(seq)>{layout, out, seq});
+  return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
+}
+
+} // namespace rlcore

@@ -1,0 +1,85 @@
+// Scalar formulas of the advantage estimators and reward utilities (one place each). All inputs
+// and results are double: the algorithms accumulate in double and cast once when they write.
+#pragma once
+
+#include "../config.hpp"
+#include "functions.hpp"
+
+namespace rlcore::math {
+
+/// One step of a reverse affine scan, c' = first * c + second (member names follow the pair of
+/// the execution contract: first = multiplier, second = offset).
+struct affine_step {
+  double first = 1;
+  double second = 0;
+};
+
+/// Group-normalised advantage: (s - mean) / (std + eps) when divide_by_std, else s - mean
+/// (Dr. GRPO). The caller passes the std of its scaling (group or batch).
+RLCORE_HD inline double standardized_advantage(double score, double mean, double std, double eps,
+                                               bool divide_by_std) {
+  const double centred = score - mean;
+  return divide_by_std ? centred / (std + eps) : centred;
+}
+
+/// RLOO: s_i - mean_{j != i} s_j = G / (G - 1) * (s_i - mean_g) for a group of size G;
+/// 0 for G < 2 (no other response to compare with).
+RLCORE_HD inline double leave_one_out_advantage(double score, double group_mean,
+                                                double group_size) {
+  return group_size < 2 ? 0.0 : group_size / (group_size - 1.0) * (score - group_mean);
+}
+
+/// Whitened value (x - mean) / sqrt(var + eps), or x - mean when mean_only.
+RLCORE_HD inline double whitened(double x, double mean, double var, double eps, bool mean_only) {
+  const double centred = x - mean;
+  return mean_only ? centred : centred / sqrt(var + eps);
+}
+
+/// DAPO soft overlong punishment (Yu et al. 2025, eq. 13) for a response of `length` tokens:
+///   0                                      if length <= Lmax - Lcache
+///   ((Lmax - Lcache) - length) / Lcache    if Lmax - Lcache < length <= Lmax   (0 .. -1, linear)
+///   -1                                     if length > Lmax
+RLCORE_HD inline double overlong_penalty(double length, double max_length, double cache_length) {
+  const double soft_start = max_length - cache_length;
+  if (length <= soft_start) {
+    return 0.0;
+  }
+  if (length > max_length) {
+    return -1.0;
+  }
+  return (soft_start - length) / cache_length;
+}
+
+/// Return-to-go step: G_t = r_t + gamma * G_{t+1} at a valid token; the carry passes unchanged
+/// through a masked token (multi-turn observation tokens do not reset it).
+RLCORE_HD inline affine_step discounted_return_step(bool valid, double gamma, double reward) {
+  return valid ? affine_step{gamma, reward} : affine_step{1.0, 0.0};
+}
+
+/// Next-value step: the carry becomes V_t at a valid token and passes unchanged through a masked
+/// one, so the exclusive carry at t is the value of the next valid token (0 past the last).
+RLCORE_HD inline affine_step next_value_step(bool valid, double value) {
+  return valid ? affine_step{0.0, value} : affine_step{1.0, 0.0};
+}
+
+/// GAE step: A_t = delta_t + gamma * lambda * A_{t+1}, delta_t = r_t + gamma * V_next - V_t at a
+/// valid token (V_next: value of the next valid token, 0 past the last); unchanged carry at a
+/// masked token.
+RLCORE_HD inline affine_step gae_step(bool valid, double gamma, double lambda, double reward,
+                                      double value, double next_value) {
+  return valid ? affine_step{gamma * lambda, reward + gamma * next_value - value}
+               : affine_step{1.0, 0.0};
+}
+
+/// Step counting the valid tokens from t onwards (exclusive carry: valid tokens after t; a valid
+/// token with exclusive carry 0 is the last valid token of its row).
+RLCORE_HD inline affine_step valid_count_step(bool valid) {
+  return affine_step{1.0, valid ? 1.0 : 0.0};
+}
+
+/// Suffix-sum step: the carry accumulates `term` (0 where nothing is added).
+RLCORE_HD inline affine_step suffix_sum_step(double term) {
+  return affine_step{1.0, term};
+}
+
+} // namespace rlcore::math
