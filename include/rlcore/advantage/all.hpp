@@ -7,3 +7,4 @@
 #include "reinforce.hpp"
 #include "scores.hpp"
 #include "whiten.hpp"
+#include "reward.hpp"

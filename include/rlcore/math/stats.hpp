@@ -85,20 +85,26 @@ struct range_moments_result {
   bool constant = true; ///< all values equal (or fewer than two values): std is then exactly 0
 };
 
-/// Two-pass moments of value(k) for k in [begin, end) (value returns something convertible to
-/// double). Identical values give mean == the value and std == 0 exactly; an empty range gives
+/// Two-pass moments of value(k) over the k in [begin, end) where include(k) holds (value returns
+/// something convertible to double; excluded entries are never read, so they may hold NaN).
+/// Identical values give mean == the value and std == 0 exactly; no included entry gives
 /// {0, 0, 0, true}.
-template <class Value>
-RLCORE_HD range_moments_result range_moments(index_t begin, index_t end, const Value& value,
-                                             std_kind kind) {
+template <class Value, class Include>
+RLCORE_HD range_moments_result range_moments_if(index_t begin, index_t end, const Value& value,
+                                                const Include& include, std_kind kind) {
   range_moments_result r;
-  if (end <= begin) {
-    return r;
-  }
-  const double first = static_cast<double>(value(begin));
+  bool have_first = false;
+  double first = 0;
   moment_sums pass1;
   for (index_t k = begin; k < end; ++k) {
+    if (!include(k)) {
+      continue;
+    }
     const double x = static_cast<double>(value(k));
+    if (!have_first) {
+      first = x;
+      have_first = true;
+    }
     r.constant = r.constant && x == first;
     pass1 += first_pass_term(x);
   }
@@ -110,11 +116,25 @@ RLCORE_HD range_moments_result range_moments(index_t begin, index_t end, const V
   const double m1 = first_mean(pass1);
   moment_sums pass2;
   for (index_t k = begin; k < end; ++k) {
-    pass2 += second_pass_term(static_cast<double>(value(k)), m1);
+    if (include(k)) {
+      pass2 += second_pass_term(static_cast<double>(value(k)), m1);
+    }
   }
   r.mean = corrected_mean(m1, pass2);
   r.stddev = sqrt(variance(pass2, kind));
   return r;
+}
+
+/// Includes every entry.
+struct include_all {
+  RLCORE_HD constexpr bool operator()(index_t) const { return true; }
+};
+
+/// Two-pass moments of value(k) for every k in [begin, end) (see range_moments_if).
+template <class Value>
+RLCORE_HD range_moments_result range_moments(index_t begin, index_t end, const Value& value,
+                                             std_kind kind) {
+  return range_moments_if(begin, end, value, include_all{}, kind);
 }
 
 /// Weighted mean sum_k w_k x_k / sum_k w_k over [begin, end), two passes (corrected mean), exact
