@@ -1,0 +1,134 @@
+// Per-token KL estimators: value and exact gradient with respect to the current log-prob.
+//
+//   x = lp - ref (the log-ratio of the current to the reference policy), clamped to [-c, c]
+//
+//   estimator       value                     d value / d lp
+//   k1              x                         1
+//   abs             |x|                       sign(x)              (0 at x = 0)
+//   k2              x^2 / 2                   x
+//   k3              exp(-x) + x - 1           1 - exp(-x)          (DeepSeekMath eq. 4)
+//   k1_plus         x                         x                    (straight-through: k2's grad)
+//   k3_plus         exp(-x) + x - 1           x                    (straight-through: k2's grad)
+//   k3_importance   r * k3(x), r = exp(d)     r * k3(x) + r * (1 - exp(-x)),  d = lp - old
+//
+// Clamp convention (matches torch.clamp under autograd): the value is computed at the clamped
+// log-ratio and the gradient is the exact derivative of that clamped function, i.e. it is 0 where
+// |x| > c and passes through on the boundary |x| == c. The same holds for the optional output
+// clamp [lo, hi] (verl clamps k3 to [-10, 10]): where it is active the value is the bound and the
+// gradient is 0.
+#pragma once
+
+#include "../config.hpp"
+#include "functions.hpp"
+
+namespace rlcore {
+
+/// Which per-token KL estimator a KL penalty uses (see math/kl.hpp for the formulas).
+enum class kl_estimator { k1, abs, k2, k3, k1_plus, k3_plus, k3_importance };
+
+/// Name of an estimator as spelled in the enum ("k3", "k3_plus", ...).
+inline const char* to_string(kl_estimator estimator) {
+  switch (estimator) {
+  case kl_estimator::k1:
+    return "k1";
+  case kl_estimator::abs:
+    return "abs";
+  case kl_estimator::k2:
+    return "k2";
+  case kl_estimator::k3:
+    return "k3";
+  case kl_estimator::k1_plus:
+    return "k1_plus";
+  case kl_estimator::k3_plus:
+    return "k3_plus";
+  case kl_estimator::k3_importance:
+    return "k3_importance";
+  }
+  return "unknown";
+}
+
+} // namespace rlcore
+
+namespace rlcore::math {
+
+/// A scalar value and its derivative with respect to one input.
+template <real T>
+struct value_and_gradient {
+  T value;
+  T gradient;
+};
+
+/// x clamped to [-bound, bound] and the derivative of the clamp (1 inside or on the boundary,
+/// 0 outside). NaN stays NaN with gate 0.
+template <real T>
+struct clamped_value {
+  T value;
+  T gate;
+};
+
+template <real T>
+RLCORE_HD constexpr clamped_value<T> clamp_log_ratio(T x, T bound) {
+  if (x > bound) {
+    return {bound, T(0)};
+  }
+  if (x < -bound) {
+    return {-bound, T(0)};
+  }
+  return {x, T(1)};
+}
+
+/// k3 = exp(-x) + x - 1 = expm1(-x) + x (accurate near x = 0); d k3 / dx = -expm1(-x).
+template <real T>
+RLCORE_HD inline value_and_gradient<T> kl_k3(T x) {
+  const T em1 = expm1(-x);
+  return {em1 + x, -em1};
+}
+
+/// KL estimator value and gradient with respect to lp.
+///   lp_minus_ref  x = lp - ref (unclamped)
+///   lp_minus_old  d = lp - old (only used by k3_importance)
+///   clamp         log-ratio clamp bound c (> 0), applied to x and d before any exp
+template <real T>
+RLCORE_HD inline value_and_gradient<T> kl_estimate(kl_estimator estimator, T lp_minus_ref,
+                                                   T lp_minus_old, T clamp) {
+  const clamped_value<T> x = clamp_log_ratio(lp_minus_ref, clamp);
+  switch (estimator) {
+  case kl_estimator::k1:
+    return {x.value, x.gate};
+  case kl_estimator::abs:
+    return {abs(x.value), sign(x.value) * x.gate};
+  case kl_estimator::k2:
+    return {T(0.5) * x.value * x.value, x.value * x.gate};
+  case kl_estimator::k3: {
+    const value_and_gradient<T> k3 = kl_k3(x.value);
+    return {k3.value, k3.gradient * x.gate};
+  }
+  case kl_estimator::k1_plus:
+    return {x.value, x.value * x.gate};
+  case kl_estimator::k3_plus:
+    return {kl_k3(x.value).value, x.value * x.gate};
+  case kl_estimator::k3_importance: {
+    const clamped_value<T> d = clamp_log_ratio(lp_minus_old, clamp);
+    const T ratio = exp(d.value);
+    const value_and_gradient<T> k3 = kl_k3(x.value);
+    const T value = ratio * k3.value;
+    return {value, value * d.gate + ratio * k3.gradient * x.gate};
+  }
+  }
+  return {T(0), T(0)};
+}
+
+/// Output clamp of a KL value to [lo, hi]: the bound and gradient 0 where active (strictly
+/// outside), unchanged otherwise.
+template <real T>
+RLCORE_HD constexpr value_and_gradient<T> clamp_kl_output(value_and_gradient<T> kl, T lo, T hi) {
+  if (kl.value > hi) {
+    return {hi, T(0)};
+  }
+  if (kl.value < lo) {
+    return {lo, T(0)};
+  }
+  return kl;
+}
+
+} // namespace rlcore::math

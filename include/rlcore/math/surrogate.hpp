@@ -1,0 +1,138 @@
+// Per-token (and per-sequence) policy-loss formulas: value and exact gradient.
+//
+// Every function takes the log-ratio delta = lp - old already clamped (see clamp_log_ratio in
+// kl.hpp) and returns the loss term and its derivative with respect to delta (equal to the
+// derivative with respect to lp); the caller multiplies by the clamp's gate. A is the advantage,
+// a constant. Tie convention, everywhere: when the two branches of a max/min are equal (ratio
+// exactly on a clip boundary, ratio == 1), the unclipped branch's gradient is taken.
+#pragma once
+
+#include "../config.hpp"
+#include "functions.hpp"
+#include "kl.hpp"
+
+namespace rlcore::math {
+
+/// A policy-loss term with its gradient and which clip (if any) is active.
+template <real T>
+struct surrogate_term {
+  T value;
+  T gradient;
+  bool clipped_low;  ///< the lower clip bound is active (its constant branch wins strictly)
+  bool clipped_high; ///< the upper clip bound is active
+  bool dual_clipped; ///< the dual clip (-c * A) is active
+};
+
+/// PPO / GRPO clipped surrogate on ratio = exp(delta):
+///   l = max(-A * u, -A * clip(ratio, 1 - eps_low, 1 + eps_high)),  u = ratio, or
+///       u = min(ratio, delta_clip) when delta_clip > 0 (INTELLECT-2 delta clip);
+///   dual clip (dual_clip > 0, meant > 1, applies when A < 0): l = min(l, -dual_clip * A).
+/// d l / d delta = -A * ratio where the unclipped branch is taken (and ratio < delta_clip when the
+/// delta clip is on), 0 where a clip is active.
+template <real T>
+RLCORE_HD inline surrogate_term<T> clipped_surrogate(T delta, T advantage, T eps_low, T eps_high,
+                                                     T dual_clip, T delta_clip) {
+  const T ratio = exp(delta);
+  const bool delta_clip_active = delta_clip > T(0) && ratio > delta_clip;
+  const T unclipped_ratio = delta_clip_active ? delta_clip : ratio;
+  const T unclipped = -advantage * unclipped_ratio;
+  const T clipped = -advantage * clamp(ratio, T(1) - eps_low, T(1) + eps_high);
+  surrogate_term<T> term{unclipped, delta_clip_active ? T(0) : -advantage * ratio, false, false,
+                         false};
+  if (clipped > unclipped) {
+    term.value = clipped;
+    term.gradient = T(0);
+    term.clipped_low = ratio < T(1) - eps_low;
+    term.clipped_high = ratio > T(1) + eps_high;
+  }
+  if (dual_clip > T(0) && advantage < T(0)) {
+    const T floor_value = -dual_clip * advantage;
+    if (term.value > floor_value) {
+      term.value = floor_value;
+      term.gradient = T(0);
+      term.dual_clipped = true;
+    }
+  }
+  return term;
+}
+
+/// SAPO soft gate: l = -A * (4 / tau) * sigmoid(tau * (ratio - 1)), tau = tau_pos if A > 0 else
+/// tau_neg; d l / d delta = -4 * A * s * (1 - s) * ratio with s = sigmoid(tau * (ratio - 1)).
+template <real T>
+RLCORE_HD inline surrogate_term<T> sapo_surrogate(T delta, T advantage, T tau_pos, T tau_neg) {
+  const T tau = advantage > T(0) ? tau_pos : tau_neg;
+  const T ratio = exp(delta);
+  const T z = tau * (ratio - T(1)); // >= -tau: exp(-z) <= exp(tau), never overflows
+  const T e = exp(-z);
+  const T s = T(1) / (T(1) + e);
+  const T s_one_minus_s = s * (e / (T(1) + e));
+  return {-advantage * (T(4) / tau) * s, -T(4) * advantage * s_one_minus_s * ratio, false, false,
+          false};
+}
+
+/// CISPO: l = -stopgrad(min(ratio, 1 + eps_high)) * A * lp; d l / d lp = -min(ratio, 1 + eps_high)
+/// * A (never zeroed; the ratio is a constant, so the caller must not apply the clamp gate).
+template <real T>
+RLCORE_HD inline surrogate_term<T> cispo_surrogate(T delta, T log_prob, T advantage, T eps_high) {
+  const T ratio = exp(delta);
+  const bool truncated = ratio > T(1) + eps_high;
+  const T weight = truncated ? T(1) + eps_high : ratio;
+  return {-weight * advantage * log_prob, -weight * advantage, false, truncated, false};
+}
+
+/// REINFORCE / GPG: l = -A * lp; d l / d lp = -A.
+template <real T>
+RLCORE_HD constexpr surrogate_term<T> reinforce_surrogate(T log_prob, T advantage) {
+  return {-advantage * log_prob, -advantage, false, false, false};
+}
+
+/// GMPO per-token clipped log-ratio (clip in log space by the sign of A):
+///   m = min(delta, clamp(delta, -eps_low, eps_high)) for A > 0,
+///   m = max(delta, clamp(delta, -eps_low, eps_high)) for A < 0, m = 0 for A = 0;
+/// gate = d m / d delta (1 on the unclipped branch, ties included; 0 where the clip is active).
+template <real T>
+struct gmpo_log_ratio {
+  T value;
+  T gate;
+  bool clipped_low;
+  bool clipped_high;
+};
+
+template <real T>
+RLCORE_HD constexpr gmpo_log_ratio<T> gmpo_clip_log_ratio(T delta, T advantage, T eps_low,
+                                                          T eps_high) {
+  if (advantage > T(0) && delta > eps_high) {
+    return {eps_high, T(0), false, true};
+  }
+  if (advantage < T(0) && delta < -eps_low) {
+    return {-eps_low, T(0), true, false};
+  }
+  if (advantage == T(0)) {
+    return {T(0), T(0), false, false};
+  }
+  return {delta, T(1), false, false};
+}
+
+/// A bounded importance weight w = exp(log_w) (log_w already clamped) and whether the bound
+/// changed it.
+template <real T>
+struct bounded_weight {
+  T value;
+  bool corrected;
+};
+
+/// Truncated importance sampling (TIS): min(w, cap).
+template <real T>
+RLCORE_HD inline bounded_weight<T> truncated_importance_weight(T log_w, T cap) {
+  const T w = exp(log_w);
+  return w > cap ? bounded_weight<T>{cap, true} : bounded_weight<T>{w, false};
+}
+
+/// Masked importance sampling (MIS): w inside [low, high], 0 outside.
+template <real T>
+RLCORE_HD inline bounded_weight<T> masked_importance_weight(T log_w, T low, T high) {
+  const T w = exp(log_w);
+  return (w < low || w > high) ? bounded_weight<T>{T(0), true} : bounded_weight<T>{w, false};
+}
+
+} // namespace rlcore::math
