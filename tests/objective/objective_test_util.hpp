@@ -69,3 +69,80 @@ inline bool all_finite(const std::vector<double>& x) {
 }
 
 } // namespace rlcore_test
+
+#include <rlcore/objective/policy.hpp>
+
+namespace rlcore_test {
+
+// A padded batch held in double vectors (row-major N x T); every optional input present.
+struct policy_batch {
+  rlcore::index_t rows = 0;
+  rlcore::index_t cols = 0;
+  std::vector<double> mask, log_probs, old_log_probs, advantages, ref_log_probs, entropy,
+      rollout_log_probs;
+};
+
+struct policy_run {
+  double loss = 0;
+  rlcore::objective_metrics metrics;
+  std::vector<double> grad, grad_entropy;
+};
+
+// Runs the padded policy objective with every optional input given.
+inline policy_run run_policy(const policy_batch& b, const rlcore::policy_options& options) {
+  using rlcore::make_matrix_view;
+  auto view = [&](const std::vector<double>& x) {
+    return make_matrix_view(x.data(), b.rows, b.cols);
+  };
+  policy_run out;
+  out.grad.assign(b.mask.size(), -99.0); // sentinel: every slot must be written
+  out.grad_entropy.assign(b.mask.size(), -99.0);
+  auto layout = rlcore::padded(view(b.mask));
+  const auto r = rlcore::policy_objective(
+      layout,
+      rlcore::policy_inputs{.log_probs = view(b.log_probs),
+                            .old_log_probs = view(b.old_log_probs),
+                            .advantages = view(b.advantages),
+                            .ref_log_probs = view(b.ref_log_probs),
+                            .entropy = view(b.entropy),
+                            .rollout_log_probs = view(b.rollout_log_probs)},
+      make_matrix_view(out.grad.data(), b.rows, b.cols),
+      make_matrix_view(out.grad_entropy.data(), b.rows, b.cols), options);
+  out.loss = r.loss;
+  out.metrics = r.metrics;
+  return out;
+}
+
+// A random batch: log-probs in [-3, -0.05], |lp - old| <= 0.5, advantages in [-2, 2] (per token),
+// a mask with interior holes and one all-masked row when rows >= 3.
+inline policy_batch random_batch(rlcore::index_t rows, rlcore::index_t cols, unsigned seed) {
+  policy_batch b;
+  b.rows = rows;
+  b.cols = cols;
+  const auto n = static_cast<std::size_t>(rows * cols);
+  b.log_probs = uniform(n, -3, -0.05, seed);
+  const auto d = uniform(n, -0.5, 0.5, seed + 1);
+  const auto dr = uniform(n, -0.6, 0.6, seed + 2);
+  const auto di = uniform(n, -0.8, 0.8, seed + 3);
+  b.advantages = uniform(n, -2, 2, seed + 4);
+  b.entropy = uniform(n, 0.1, 3, seed + 5);
+  const auto u = uniform(n, 0, 1, seed + 6);
+  b.mask.resize(n);
+  b.old_log_probs.resize(n);
+  b.ref_log_probs.resize(n);
+  b.rollout_log_probs.resize(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    b.old_log_probs[k] = b.log_probs[k] - d[k];
+    b.ref_log_probs[k] = b.log_probs[k] - dr[k];
+    b.rollout_log_probs[k] = b.old_log_probs[k] - di[k];
+    b.mask[k] = u[k] < 0.8 ? 1.0 : 0.0;
+  }
+  if (rows >= 3) {
+    for (rlcore::index_t t = 0; t < cols; ++t) {
+      b.mask[static_cast<std::size_t>(2 * cols + t)] = 0.0; // row 2 all masked
+    }
+  }
+  return b;
+}
+
+} // namespace rlcore_test
