@@ -105,10 +105,17 @@ RLCORE_HD inline softmax_partial<T> softmax_merge(const softmax_partial<T>& a,
   return out;
 }
 
+/// log p_j = d_j - log S for a logit z of a row with maximum `row_max` and log S = `log_sum`
+/// (log(stats.sum), computed once per row), floored finite.
+template <real T>
+RLCORE_HD inline T log_softmax_from(T z, T row_max, T log_sum, T inv_temperature) {
+  return max(shifted_logit(z, row_max, inv_temperature) - log_sum, -finite_max<T>());
+}
+
 /// log p_j = d_j - log S for a logit z of the row whose statistics are p (floored finite).
 template <real T>
 RLCORE_HD inline T log_softmax_at(const softmax_partial<T>& p, T z, T inv_temperature) {
-  return max(shifted_logit(z, p.max, inv_temperature) - log(p.sum), -finite_max<T>());
+  return log_softmax_from(z, p.max, log(p.sum), inv_temperature);
 }
 
 /// Entropy of the softmax: H = log S - W / S = -sum_j p_j log p_j, floored at 0 (rounding).
@@ -191,9 +198,11 @@ RLCORE_HD inline void row_token_log_prob_grad(const Row& row, index_t vocab, ind
                                               Acc inv_temperature, Acc grad_log_prob,
                                               Acc grad_entropy, bool accumulate, const Out& out) {
   const Acc entropy = softmax_entropy(stats);
+  const Acc log_sum = log(stats.sum);
   using E = std::remove_reference_t<decltype(out(index_t{0}))>;
   for (index_t j = 0; j < vocab; ++j) {
-    const Acc log_p = log_softmax_at(stats, static_cast<Acc>(row(j)), inv_temperature);
+    const Acc log_p =
+        log_softmax_from(static_cast<Acc>(row(j)), stats.max, log_sum, inv_temperature);
     const Acc g = token_log_prob_logit_grad(log_p, j == target, grad_log_prob, grad_entropy,
                                             entropy, inv_temperature);
     out(j) = accumulate ? static_cast<E>(static_cast<Acc>(out(j)) + g) : static_cast<E>(g);
@@ -216,10 +225,14 @@ template <real Acc, class Row, class RefRow>
 RLCORE_HD inline Acc row_full_kl(const Row& row, const softmax_partial<Acc>& p_stats,
                                  const RefRow& ref_row, const softmax_partial<Acc>& q_stats,
                                  index_t vocab, Acc inv_temperature) {
+  const Acc log_sum_p = log(p_stats.sum);
+  const Acc log_sum_q = log(q_stats.sum);
   blocked_sum<Acc> kl;
   for (index_t j = 0; j < vocab; ++j) {
-    const Acc log_p = log_softmax_at(p_stats, static_cast<Acc>(row(j)), inv_temperature);
-    const Acc log_q = log_softmax_at(q_stats, static_cast<Acc>(ref_row(j)), inv_temperature);
+    const Acc log_p =
+        log_softmax_from(static_cast<Acc>(row(j)), p_stats.max, log_sum_p, inv_temperature);
+    const Acc log_q =
+        log_softmax_from(static_cast<Acc>(ref_row(j)), q_stats.max, log_sum_q, inv_temperature);
     kl.add(kl_term(log_p, log_q));
   }
   return clamp(kl.value(), Acc(0), finite_max<Acc>());
@@ -242,10 +255,14 @@ RLCORE_HD inline void row_full_kl_grad(const Row& row, const softmax_partial<Acc
                                        const RefRow& ref_row, const softmax_partial<Acc>& q_stats,
                                        index_t vocab, Acc inv_temperature, Acc kl, Acc grad_kl,
                                        bool accumulate, const Out& out) {
+  const Acc log_sum_p = log(p_stats.sum);
+  const Acc log_sum_q = log(q_stats.sum);
   using E = std::remove_reference_t<decltype(out(index_t{0}))>;
   for (index_t j = 0; j < vocab; ++j) {
-    const Acc log_p = log_softmax_at(p_stats, static_cast<Acc>(row(j)), inv_temperature);
-    const Acc log_q = log_softmax_at(q_stats, static_cast<Acc>(ref_row(j)), inv_temperature);
+    const Acc log_p =
+        log_softmax_from(static_cast<Acc>(row(j)), p_stats.max, log_sum_p, inv_temperature);
+    const Acc log_q =
+        log_softmax_from(static_cast<Acc>(ref_row(j)), q_stats.max, log_sum_q, inv_temperature);
     const Acc g = full_kl_logit_grad(log_p, log_q, kl, grad_kl, inv_temperature);
     out(j) = accumulate ? static_cast<E>(static_cast<Acc>(out(j)) + g) : static_cast<E>(g);
   }
