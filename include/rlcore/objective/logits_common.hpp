@@ -80,7 +80,7 @@ struct no_token_tensor {};
 
 /// The logits row of token slot (i, t): i * T + t (padded) or offsets[i] + t (packed).
 template <class Layout>
-RLCORE_HD constexpr index_t token_slot(const Layout& layout, index_t i, index_t t) {
+RLCORE_HD constexpr index_t logits_row_of(const Layout& layout, index_t i, index_t t) {
   if constexpr (Layout::is_packed) {
     return layout.row_begin(i) + t;
   } else {

@@ -63,7 +63,7 @@ struct full_kl_op {
       kl(i, t) = K(0);
       return status;
     }
-    const index_t slot = token_slot(layout, i, t);
+    const index_t slot = logits_row_of(layout, i, t);
     const auto s = kl_stats<acc>(logits, ref_logits, slot, i, t, inv_temperature, status);
     kl(i, t) = static_cast<K>(math::row_full_kl(matrix_row<Logits>{logits, slot}, s.p,
                                                 matrix_row<RefLogits>{ref_logits, slot}, s.q,
@@ -86,7 +86,7 @@ struct full_kl_backward_op {
 
   RLCORE_HD logits_status operator()(index_t i, index_t t) const {
     logits_status status;
-    const index_t slot = token_slot(layout, i, t);
+    const index_t slot = logits_row_of(layout, i, t);
     if (!layout.valid(i, t)) {
       if (!accumulate) {
         using G = typename GradLogits::value_type;

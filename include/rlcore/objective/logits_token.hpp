@@ -55,7 +55,7 @@ struct token_log_probs_op {
       write(i, t, acc(0), acc(0));
       return status;
     }
-    const index_t slot = token_slot(layout, i, t);
+    const index_t slot = logits_row_of(layout, i, t);
     const auto id = static_cast<long long>(token_ids(i, t));
     if (id < 0 || id >= static_cast<long long>(logits.cols)) {
       status.bad_token_id = make_issue(slot, i, t, id);
@@ -101,7 +101,7 @@ struct token_log_probs_backward_op {
 
   RLCORE_HD logits_status operator()(index_t i, index_t t) const {
     logits_status status;
-    const index_t slot = token_slot(layout, i, t);
+    const index_t slot = logits_row_of(layout, i, t);
     if (!layout.valid(i, t)) {
       zero_row(slot);
       return status;
@@ -171,7 +171,7 @@ void run_token_log_probs_backward(const char* function, const Layout& layout, co
 
 /// Binds an optional per-token argument through the layout (no_token_tensor stays absent).
 template <class Layout, class X>
-auto bind_optional(const Layout& layout, const char* function, const char* argument, X& x) {
+auto bind_logits_optional(const Layout& layout, const char* function, const char* argument, X& x) {
   if constexpr (std::is_same_v<std::remove_cvref_t<X>, no_token_tensor>) {
     (void)layout;
     (void)function;
@@ -184,7 +184,7 @@ auto bind_optional(const Layout& layout, const char* function, const char* argum
 
 /// Flat per-token vector -> 1 x M row (after checking it has M entries); absent stays absent.
 template <class X>
-auto flat_optional(const char* function, const char* argument, X& x, index_t m) {
+auto flat_logits_argument(const char* function, const char* argument, X& x, index_t m) {
   if constexpr (std::is_same_v<std::remove_cvref_t<X>, no_token_tensor>) {
     (void)function;
     (void)argument;
@@ -207,7 +207,7 @@ void token_log_probs_layout(const Layout& layout, const Logits& logits, const Id
                      "one per token slot of the layout");
   const auto ids = layout.bind(function, "token_ids", token_ids);
   const auto lp = layout.bind(function, "log_probs_out", log_probs_out);
-  const auto h = bind_optional(layout, function, "entropy_out", entropy_out);
+  const auto h = bind_logits_optional(layout, function, "entropy_out", entropy_out);
   check_token_id_type<decltype(ids)>();
   run_token_log_probs(function, layout, z, ids, lp, h, options, ctx, false);
 }
@@ -219,9 +219,9 @@ void token_log_probs_flat(const Logits& logits, const Ids& token_ids, LogProbs& 
   constexpr const char* function = "token_log_probs";
   const auto z = const_matrix_view(logits);
   check_logits_shape(function, "logits", z, z.rows, "one per token");
-  const auto ids = flat_optional(function, "token_ids", token_ids, z.rows);
-  const auto lp = flat_optional(function, "log_probs_out", log_probs_out, z.rows);
-  const auto h = flat_optional(function, "entropy_out", entropy_out, z.rows);
+  const auto ids = flat_logits_argument(function, "token_ids", token_ids, z.rows);
+  const auto lp = flat_logits_argument(function, "log_probs_out", log_probs_out, z.rows);
+  const auto h = flat_logits_argument(function, "entropy_out", entropy_out, z.rows);
   check_token_id_type<decltype(ids)>();
   const auto layout = padded_unmasked<Space>(1, z.rows);
   run_token_log_probs(function, layout, z, ids, lp, h, options, ctx, true);
@@ -240,7 +240,7 @@ void token_log_probs_backward_layout(const Layout& layout, const Logits& logits,
                      "one per token slot of the layout");
   const auto ids = layout.bind(function, "token_ids", token_ids);
   const auto g_lp = layout.bind(function, "grad_log_probs", grad_log_probs);
-  const auto g_h = bind_optional(layout, function, "grad_entropy", grad_entropy);
+  const auto g_h = bind_logits_optional(layout, function, "grad_entropy", grad_entropy);
   const auto g_z = as_matrix_view(grad_logits_out);
   require(g_z.rows == z.rows && g_z.cols == z.cols, function, "grad_logits_out", "expected shape (",
           z.rows, ", ", z.cols, ") like logits, got (", g_z.rows, ", ", g_z.cols, ")");
@@ -258,9 +258,9 @@ void token_log_probs_backward_flat(const Logits& logits, const Ids& token_ids,
   constexpr const char* function = "token_log_probs_backward";
   const auto z = const_matrix_view(logits);
   check_logits_shape(function, "logits", z, z.rows, "one per token");
-  const auto ids = flat_optional(function, "token_ids", token_ids, z.rows);
-  const auto g_lp = flat_optional(function, "grad_log_probs", grad_log_probs, z.rows);
-  const auto g_h = flat_optional(function, "grad_entropy", grad_entropy, z.rows);
+  const auto ids = flat_logits_argument(function, "token_ids", token_ids, z.rows);
+  const auto g_lp = flat_logits_argument(function, "grad_log_probs", grad_log_probs, z.rows);
+  const auto g_h = flat_logits_argument(function, "grad_entropy", grad_entropy, z.rows);
   const auto g_z = as_matrix_view(grad_logits_out);
   require(g_z.rows == z.rows && g_z.cols == z.cols, function, "grad_logits_out", "expected shape (",
           z.rows, ", ", z.cols, ") like logits, got (", g_z.rows, ", ", g_z.cols, ")");
