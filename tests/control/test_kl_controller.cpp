@@ -1,0 +1,65 @@
+// KL controllers: the adaptive update by hand (both clip sides), the fixed one, validation.
+#include <rlcore/control/kl_controller.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+
+namespace {
+template <class F>
+void check_invalid(F&& f, const std::string& argument, const std::string& fragment) {
+  try {
+    f();
+    FAIL("expected rlcore::invalid_argument for ", argument);
+  } catch (const rlcore::invalid_argument& e) {
+    CHECK(e.argument() == argument);
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(what.find(fragment) != std::string::npos);
+  }
+}
+} // namespace
+
+TEST_CASE("adaptive KL controller: e = clip(KL / target - 1, -0.2, 0.2), beta *= 1 + e n / H") {
+  rlcore::adaptive_kl_controller c(0.1, 6.0, 10000.0);
+  // KL = 3: e = clip(-0.5) = -0.2, n = 256: beta = 0.1 * (1 - 0.2 * 0.0256) = 0.099488
+  c.update(3.0, 256);
+  CHECK(c.value() == doctest::Approx(0.099488));
+  // KL = 6.6: e = 0.1 (inside the clip), n = 1000: beta *= 1.01
+  c.update(6.6, 1000);
+  CHECK(c.value() == doctest::Approx(0.099488 * 1.01));
+  // KL = 60: e = clip(9) = 0.2, n = 5000: beta *= 1.1
+  const double before = c.value();
+  c.update(60.0, 5000);
+  CHECK(c.value() == doctest::Approx(before * 1.1));
+  // at the target: unchanged; n = 0: unchanged
+  const double at_target = c.value();
+  c.update(6.0, 300);
+  CHECK(c.value() == doctest::Approx(at_target));
+  c.update(100.0, 0);
+  CHECK(c.value() == at_target);
+  // n > 5 H with e = -0.2 would flip the sign: floored at 0
+  rlcore::adaptive_kl_controller d(0.1, 6.0, 10.0);
+  d.update(0.0, 100);
+  CHECK(d.value() == 0.0);
+}
+
+TEST_CASE("fixed KL controller ignores updates") {
+  rlcore::fixed_kl_controller c(0.04);
+  c.update(100.0, 1000);
+  CHECK(c.value() == 0.04);
+}
+
+TEST_CASE("KL controller validation rules") {
+  check_invalid([] { rlcore::fixed_kl_controller c(-1); }, "beta",
+                "expected finite beta >= 0, got -1");
+  check_invalid([] { rlcore::adaptive_kl_controller c(-0.1, 6, 100); }, "initial_beta", "got -0.1");
+  check_invalid([] { rlcore::adaptive_kl_controller c(0.1, 0, 100); }, "target",
+                "expected finite target > 0, got 0");
+  check_invalid([] { rlcore::adaptive_kl_controller c(0.1, 6, -5); }, "horizon",
+                "expected finite horizon > 0, got -5");
+  rlcore::adaptive_kl_controller c(0.1, 6, 100);
+  check_invalid([&] { c.update(std::nan(""), 10); }, "observed_kl", "expected a finite KL");
+  check_invalid([&] { c.update(1.0, -1); }, "n_steps", "expected n_steps >= 0, got -1");
+}
