@@ -3,8 +3,10 @@
 // precision, GAE limits (lambda = 1: Monte Carlo; lambda = 0: TD error), whitened tokens have
 // mean 0 and variance 1, and extreme rewards (1e30, identical, G = 1) stay finite.
 #include <rlcore/advantage/all.hpp>
+#include <rlcore/backend/eigen/eigen.hpp>
 #include <rlcore/rlcore.hpp>
 
+#include <Eigen/Core>
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -385,4 +387,33 @@ TEST_CASE("identical rewards give exactly 0 for every group estimator (pitfall 3
                                   rlcore::make_matrix_view(ends.data(), 6, 1), g,
                                   rlcore::make_matrix_view(a.data(), 6, 1));
   all_zero();
+}
+
+TEST_CASE("Eigen column-major tensors give the same results as row-major buffers") {
+  const random_batch b(5, 6, 31);
+  Eigen::MatrixXd r(b.n, b.cols), v(b.n, b.cols), a(b.n, b.cols), ret(b.n, b.cols);
+  for (index_t i = 0; i < b.n; ++i) {
+    for (index_t t = 0; t < b.cols; ++t) {
+      r(i, t) = b.rewards[static_cast<size_t>(i * b.cols + t)];
+      v(i, t) = b.values[static_cast<size_t>(i * b.cols + t)];
+    }
+  }
+  const auto pad = b.padded();
+  std::vector<double> a2(b.rewards.size()), ret2(a2.size());
+  rlcore::gae_advantages(pad, r, v, a, ret, {0.9, 0.8, true});
+  rlcore::gae_advantages(pad, b.mat(b.rewards), b.mat(b.values), b.mat(a2), b.mat(ret2),
+                         {0.9, 0.8, true});
+  Eigen::VectorXd scores(b.n), seq(b.n);
+  for (index_t i = 0; i < b.n; ++i) {
+    scores(i) = static_cast<double>(i % 3);
+  }
+  rlcore::grpo_outcome_sequence_advantages(scores, rlcore::uniform_groups{5}, seq);
+  for (index_t i = 0; i < b.n; ++i) {
+    for (index_t t = 0; t < b.cols; ++t) {
+      CHECK(a(i, t) == a2[static_cast<size_t>(i * b.cols + t)]);
+      CHECK(ret(i, t) == ret2[static_cast<size_t>(i * b.cols + t)]);
+    }
+  }
+  // scores {0, 1, 2, 0, 1}: mean 0.8, unbiased var (0.64 + 0.04 + 1.44 + 0.64 + 0.04) / 4 = 0.7.
+  CHECK(seq(2) == doctest::Approx(1.2 / (std::sqrt(0.7) + 1e-6)));
 }
