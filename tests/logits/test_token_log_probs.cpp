@@ -146,3 +146,34 @@ TEST_CASE("token_log_probs: -inf logits under the propagate policy mean probabil
   CHECK(grad[2] == doctest::Approx(0.5));
   CHECK(grad[3] == 0.0);
 }
+
+TEST_CASE("double logits near the double maximum give finite results and gradients") {
+  const double big = 1.7e308;
+  const std::vector<double> logits{big, -big, 0.0, big};
+  const std::vector<double> ref{-big, big, big, 0.0};
+  const std::vector<int> ids{1};
+  std::vector<double> lp(1);
+  std::vector<double> h(1);
+  std::vector<double> kl(1);
+  std::vector<double> grad(4);
+  std::vector<double> grad_kl(4);
+  const std::vector<double> one{1.0};
+  const auto z = rlcore::make_matrix_view(logits.data(), 1, 4);
+  const auto q = rlcore::make_matrix_view(ref.data(), 1, 4);
+  rlcore::token_log_probs(z, ids, lp, h);
+  rlcore::token_log_probs_backward(z, ids, one, one, rlcore::make_matrix_view(grad.data(), 1, 4));
+  rlcore::full_kl_from_logits(z, q, kl);
+  rlcore::full_kl_from_logits_backward(z, q, one, rlcore::make_matrix_view(grad_kl.data(), 1, 4));
+  CHECK(std::isfinite(lp[0]));
+  CHECK(lp[0] < -1e307);
+  CHECK(h[0] == doctest::Approx(std::log(2.0)));
+  CHECK(std::isfinite(kl[0]));
+  for (std::size_t j = 0; j < 4; ++j) {
+    CHECK(std::isfinite(grad[j]));
+    CHECK(std::isfinite(grad_kl[j]));
+  }
+  // p = (1/2, 0, 0, 1/2), id 1: d lp/dz = (-1/2, 1, 0, -1/2), dH/dz = 0.
+  CHECK(grad[0] == doctest::Approx(-0.5));
+  CHECK(grad[1] == doctest::Approx(1.0));
+  CHECK(grad[3] == doctest::Approx(-0.5));
+}
