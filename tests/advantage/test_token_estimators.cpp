@@ -210,3 +210,32 @@ TEST_CASE("GRPO process supervision by hand") {
   CHECK(adv[6] == doctest::Approx(c));
   CHECK(adv[7] == 0.0);
 }
+
+TEST_CASE("GRPO process from step lists equals the dense form (padded and packed)") {
+  // The hand case above as lists: row 0 steps at t = 1 (r 1) and t = 3 (r 0); row 1 at t = 2
+  // (r 2).
+  std::vector<std::uint8_t> mask{1, 1, 1, 1, 1, 1, 1, 0};
+  auto layout = rlcore::padded(rlcore::make_matrix_view(mask.data(), 2, 4));
+  std::vector<int> step_offsets{0, 2, 3};
+  std::vector<int> positions{1, 3, 2};
+  std::vector<double> values{1, 0, 2};
+  std::vector<double> adv(8, 42);
+  rlcore::grpo_process_advantages_from_steps(layout, step_offsets, positions, values,
+                                             rlcore::uniform_groups{2},
+                                             rlcore::make_matrix_view(adv.data(), 2, 4));
+  const double c = 1.0 / (1.0 + 1e-6);
+  CHECK(adv[0] == doctest::Approx(-c));
+  CHECK(adv[3] == doctest::Approx(-c));
+  CHECK(adv[4] == doctest::Approx(c));
+  CHECK(adv[7] == 0.0);
+
+  // Packed, rows of lengths 4 and 3, the same steps: identical values at the same tokens.
+  std::vector<index_t> offsets{0, 4, 7};
+  auto packed = rlcore::packed(offsets);
+  std::vector<double> flat(7, 42);
+  rlcore::grpo_process_advantages_from_steps(packed, step_offsets, positions, values,
+                                             rlcore::uniform_groups{2}, flat);
+  for (int k = 0; k < 7; ++k) {
+    CHECK(flat[static_cast<size_t>(k)] == adv[static_cast<size_t>(k)]);
+  }
+}

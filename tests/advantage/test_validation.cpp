@@ -309,3 +309,69 @@ TEST_CASE("no valid token at all: estimators write zeros, whitening has nothing 
                          rlcore::make_matrix_view(a.data(), 2, 3));
   CHECK(a == std::vector<double>(6, 0.0));
 }
+
+TEST_CASE("GRPO process from step lists: offsets, positions, values") {
+  auto layout = rlcore::padded_unmasked(2, 4);
+  std::vector<double> adv(8);
+  auto out = rlcore::make_matrix_view(adv.data(), 2, 4);
+  const rlcore::uniform_groups g{2};
+  std::vector<int> offsets{0, 2, 3}, positions{1, 3, 2};
+  std::vector<double> values{1, 0, 2};
+  std::vector<int> short_offsets{0, 3};
+  check_invalid(
+      [&] {
+        rlcore::grpo_process_advantages_from_steps(layout, short_offsets, positions, values, g,
+                                                   out);
+      },
+      "step_offsets", "expected N + 1 = 3 entries, got 2");
+  std::vector<int> bad_offsets{0, 3, 2};
+  check_invalid(
+      [&] {
+        rlcore::grpo_process_advantages_from_steps(layout, bad_offsets, positions, values, g, out);
+      },
+      "step_offsets",
+      "expected offsets[0] == 0, non-decreasing, offsets[N] == number of steps = 3, got 1 "
+      "violation(s)");
+  std::vector<int> wrong_total{0, 1, 2};
+  check_invalid(
+      [&] {
+        rlcore::grpo_process_advantages_from_steps(layout, wrong_total, positions, values, g, out);
+      },
+      "step_offsets", "got 1 violation(s)");
+  std::vector<int> unordered{3, 1, 2};
+  check_invalid(
+      [&] {
+        rlcore::grpo_process_advantages_from_steps(layout, offsets, unordered, values, g, out);
+      },
+      "step_positions",
+      "expected strictly increasing token indices inside each row [0, row length), got 1 row(s)");
+  std::vector<int> outside{1, 4, 2};
+  check_invalid(
+      [&] { rlcore::grpo_process_advantages_from_steps(layout, offsets, outside, values, g, out); },
+      "step_positions", "got 1 row(s) violating it");
+  std::vector<double> two_values{1, 0};
+  check_invalid(
+      [&] {
+        rlcore::grpo_process_advantages_from_steps(layout, offsets, positions, two_values, g, out);
+      },
+      "step_values", "expected 3 entries (one per step position), got 2");
+  check_invalid(
+      [&] {
+        rlcore::grpo_process_advantages_from_steps(layout, offsets, positions, values,
+                                                   rlcore::uniform_groups{3}, out);
+      },
+      "groups", "does not divide");
+}
+
+TEST_CASE("an empty batch (N = 0) is valid and writes nothing") {
+  auto layout = rlcore::padded_unmasked(0, 5);
+  std::vector<double> none;
+  auto v = rlcore::make_matrix_view(none.data(), 0, 5);
+  auto stats = rlcore::grpo_outcome_advantages(layout, none, rlcore::uniform_groups{4}, v);
+  CHECK(stats.num_groups == 0);
+  CHECK(stats.zero_spread_fraction == 0.0);
+  rlcore::gae_advantages(layout, v, v, v, v, {1.0, 1.0, true});
+  rlcore::reinforce_plus_plus_advantages(layout, v, v, v);
+  rlcore::whiten(layout, v);
+  CHECK(none.empty());
+}

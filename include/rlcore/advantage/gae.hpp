@@ -30,13 +30,14 @@ struct next_value_coefficients {
   }
 };
 
-/// Stores the exclusive carry (value of the next valid token after t) in a token-slot buffer.
-template <class Layout>
+/// Stores the exclusive carry (value of the next valid token after t) in a token-slot buffer of
+/// the values' element type: the carry is a copy of one value (or 0), so the store is exact.
+template <class Layout, class V>
 struct store_exclusive_carry {
   Layout layout;
-  double* slots;
+  V* slots;
   RLCORE_HD void operator()(index_t i, index_t t, double carry, double) const {
-    slots[token_slot(layout, i, t)] = carry;
+    slots[token_slot(layout, i, t)] = static_cast<V>(carry);
   }
 };
 
@@ -45,14 +46,14 @@ struct gae_coefficients {
   Layout layout;
   Rewards rewards;
   Values values;
-  const double* next_values;
+  const typename Values::value_type* next_values;
   double gamma;
   double lambda;
   RLCORE_HD math::affine_step operator()(index_t i, index_t t) const {
     const bool valid = layout.valid(i, t);
     return valid ? math::gae_step(true, gamma, lambda, static_cast<double>(rewards(i, t)),
                                   static_cast<double>(values(i, t)),
-                                  next_values[token_slot(layout, i, t)])
+                                  static_cast<double>(next_values[token_slot(layout, i, t)]))
                  : math::gae_step(false, gamma, lambda, 0.0, 0.0, 0.0);
   }
 };
@@ -106,10 +107,11 @@ void gae_advantages(const Layout& layout, const Rewards& token_rewards, const Va
   const auto v = layout.bind(function, "values", values);
   const auto a = layout.bind(function, "advantages_out", advantages_out);
   const auto ret = layout.bind(function, "returns_out", returns_out);
-  auto next_values = ctx.template allocate<double>(layout.token_slots());
-  ctx.reverse_affine_scan_rows(layout,
-                               detail::next_value_coefficients<Layout, decltype(v)>{layout, v},
-                               detail::store_exclusive_carry<Layout>{layout, next_values.data()});
+  using value_t = typename decltype(v)::value_type;
+  auto next_values = ctx.template allocate<value_t>(layout.token_slots());
+  ctx.reverse_affine_scan_rows(
+      layout, detail::next_value_coefficients<Layout, decltype(v)>{layout, v},
+      detail::store_exclusive_carry<Layout, value_t>{layout, next_values.data()});
   ctx.reverse_affine_scan_rows(
       layout,
       detail::gae_coefficients<Layout, decltype(r), decltype(v)>{layout, r, v, next_values.data(),
