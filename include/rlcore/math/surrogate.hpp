@@ -30,8 +30,8 @@ struct surrogate_term {
 /// d l / d delta = -A * ratio where the unclipped branch is taken (and ratio < delta_clip when the
 /// delta clip is on), 0 where a clip is active.
 template <real T>
-RLCORE_HD inline surrogate_term<T> clipped_surrogate(T delta, T advantage, T eps_low, T eps_high,
-                                                     T dual_clip, T delta_clip) {
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD surrogate_term<T>
+clipped_surrogate(T delta, T advantage, T eps_low, T eps_high, T dual_clip, T delta_clip) {
   const T ratio = exp(delta);
   const bool delta_clip_active = delta_clip > T(0) && ratio > delta_clip;
   const T unclipped_ratio = delta_clip_active ? delta_clip : ratio;

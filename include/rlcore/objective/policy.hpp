@@ -196,6 +196,8 @@ policy_params<T> make_policy_params(const policy_options& o) {
   p.is_cap = T(o.importance.cap);
   p.is_low = T(o.importance.low);
   p.is_high = T(o.importance.high);
+  p.row_stats_needed = false;
+  p.row_counts_only = false;
   return p;
 }
 
@@ -220,6 +222,8 @@ objective_result run_policy_objective(const char* function, const Layout& layout
   p.row_stats_needed = weights.divide_by_row_count || o.loss == policy_loss::gspo
                        || o.loss == policy_loss::gmpo
                        || o.importance.level == importance_level::sequence;
+  p.row_counts_only = o.loss != policy_loss::gspo && o.loss != policy_loss::gmpo
+                      && o.importance.level != importance_level::sequence;
   auto row_stats = ctx.template allocate<policy_row_stats>(p.row_stats_needed ? layout.rows() : 0);
   if (p.row_stats_needed) {
     ctx.reduce_rows(layout, row_stats.data(), policy_row_pass<T, Layout, Views>{layout, views, p});

@@ -39,6 +39,7 @@ struct policy_params {
   T is_cap, is_low, is_high;
   aggregation_weights weights;
   bool row_stats_needed;
+  bool row_counts_only; ///< the pre-pass only needs n_i (no sequence form, no sequence IS)
 
   [[nodiscard]] RLCORE_HD bool sequence_form() const {
     return loss == policy_loss::gmpo || (loss == policy_loss::gspo && gspo == gspo_level::sequence);
@@ -118,15 +119,18 @@ struct policy_row_pass {
   Views v;
   policy_params<T> p;
 
-  RLCORE_HD policy_row_stats operator()(index_t i, index_t t) const {
+  RLCORE_DETAIL_FORCE_INLINE RLCORE_HD policy_row_stats operator()(index_t i, index_t t) const {
     policy_row_stats s;
     if (!layout.valid(i, t)) {
+      return s;
+    }
+    s.valid = 1;
+    if (p.row_counts_only) {
       return s;
     }
     const T lp = T(v.log_probs(i, t));
     const T advantage = T(v.advantages(i, t));
     const T delta = math::clamp_log_ratio(lp - T(v.old_log_probs(i, t)), p.clamp).value;
-    s.valid = 1;
     s.sum_log_ratio = delta;
     s.sum_advantage = advantage;
     if (p.loss == policy_loss::gmpo) {
@@ -157,7 +161,7 @@ struct policy_token_pass {
     }
   }
 
-  RLCORE_HD policy_token_sums operator()(index_t i, index_t t) const {
+  RLCORE_DETAIL_FORCE_INLINE RLCORE_HD policy_token_sums operator()(index_t i, index_t t) const {
     policy_token_sums s;
     if (!layout.valid(i, t)) {
       write_zero(i, t); // select, never multiply: masked inputs may be inf or NaN
