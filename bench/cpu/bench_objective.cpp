@@ -1,0 +1,156 @@
+// CPU throughput of the fused GRPO loss (forward + gradient, one call of rlcore::grpo_objective)
+// and of GAE vs GRPO outcome advantages, in tokens/s, for 1e4 .. 1e7 float tokens (rows of
+// T = 1000, ~10% of the slots masked), against a memory-bandwidth floor measured here: memcpy of
+// as many bytes as the algorithm moves (read + write) / 2, i.e. the same traffic. Each benchmark
+// reports `vs_floor` = its time per call / the floor's time (1.0 = at the bandwidth floor).
+//
+//   fused GRPO loss   reads lp, old, ref, A (4 x 4 B) + mask (1 B), writes d loss / d lp (4 B)
+//   GAE               reads rewards, values (2 x 4 B) + mask, writes advantages, returns (2 x 4 B)
+//                     (+ an 8 B/token internal next-value buffer written and read)
+//   GRPO advantages   reads N scores + mask, writes advantages (4 B)
+#include <rlcore/advantage/gae.hpp>
+#include <rlcore/advantage/group.hpp>
+#include <rlcore/objective/grpo.hpp>
+#include <rlcore/rlcore.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace {
+
+constexpr rlcore::index_t cols = 1000;
+
+struct batch {
+  rlcore::index_t rows;
+  std::vector<std::uint8_t> mask;
+  std::vector<float> lp, old, ref, adv, grad, rewards, values, returns, scores;
+
+  explicit batch(rlcore::index_t tokens) : rows(tokens / cols) {
+    const auto n = static_cast<std::size_t>(rows * cols);
+    std::mt19937 rng(42);
+    std::uniform_real_distribution<float> u(0, 1);
+    mask.resize(n);
+    lp.resize(n);
+    old.resize(n);
+    ref.resize(n);
+    adv.resize(n);
+    grad.resize(n);
+    rewards.resize(n);
+    values.resize(n);
+    returns.resize(n);
+    scores.resize(static_cast<std::size_t>(rows));
+    for (std::size_t k = 0; k < n; ++k) {
+      mask[k] = u(rng) < 0.9f ? 1 : 0;
+      lp[k] = -3 * u(rng);
+      old[k] = lp[k] + 0.4f * (u(rng) - 0.5f);
+      ref[k] = lp[k] + 0.6f * (u(rng) - 0.5f);
+      adv[k] = 2 * u(rng) - 1;
+      rewards[k] = u(rng) < 0.01f ? 1.0f : 0.0f;
+      values[k] = u(rng);
+    }
+    for (float& s : scores) {
+      s = u(rng);
+    }
+  }
+  template <class T>
+  rlcore::matrix_view<T> view(std::vector<T>& x) {
+    return rlcore::make_matrix_view(x.data(), rows, cols);
+  }
+};
+
+// Best-of-5 time of a memcpy of `bytes` bytes (the bandwidth floor of a pass moving 2 * bytes).
+double floor_seconds(std::size_t bytes) {
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  double best = 1e30;
+  for (int r = 0; r < 5; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::memcpy(dst.data(), src.data(), bytes);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+    const auto t1 = std::chrono::steady_clock::now();
+    best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
+  }
+  return best;
+}
+
+// Runs `call` in the benchmark loop, timing each iteration, and reports tokens/s and vs_floor.
+template <class Call>
+void run(benchmark::State& state, rlcore::index_t tokens, std::size_t bytes_moved, Call&& call) {
+  const double floor = floor_seconds(bytes_moved / 2);
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    call();
+    benchmark::ClobberMemory();
+    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  const double per_call = total / double(state.iterations());
+  state.SetItemsProcessed(state.iterations() * tokens);
+  state.counters["vs_floor"] = per_call / floor;
+  state.counters["GB/s"] = double(bytes_moved) / per_call / 1e9;
+}
+
+void BM_fused_grpo_loss(benchmark::State& state) {
+  const auto tokens = static_cast<rlcore::index_t>(state.range(0));
+  batch b(tokens);
+  auto layout = rlcore::padded(b.view(b.mask));
+  const std::size_t bytes = static_cast<std::size_t>(tokens) * (4 * 4 + 1 + 4);
+  run(state, tokens, bytes, [&] {
+    const auto r = rlcore::grpo_objective(layout, b.view(b.lp), b.view(b.old), b.view(b.ref),
+                                          b.view(b.adv), b.view(b.grad));
+    benchmark::DoNotOptimize(r.loss);
+  });
+}
+
+void BM_gae_advantages(benchmark::State& state) {
+  const auto tokens = static_cast<rlcore::index_t>(state.range(0));
+  batch b(tokens);
+  auto layout = rlcore::padded(b.view(b.mask));
+  const std::size_t bytes = static_cast<std::size_t>(tokens) * (2 * 4 + 1 + 2 * 4 + 2 * 8);
+  run(state, tokens, bytes, [&] {
+    rlcore::gae_advantages(layout, b.view(b.rewards), b.view(b.values), b.view(b.adv),
+                           b.view(b.returns));
+  });
+}
+
+void BM_grpo_advantages(benchmark::State& state) {
+  const auto tokens = static_cast<rlcore::index_t>(state.range(0));
+  batch b(tokens);
+  auto layout = rlcore::padded(b.view(b.mask));
+  const std::size_t bytes = static_cast<std::size_t>(tokens) * (1 + 4);
+  run(state, tokens, bytes, [&] {
+    const auto stats =
+        rlcore::grpo_outcome_advantages(layout, b.scores, rlcore::uniform_groups{5}, b.view(b.adv));
+    benchmark::DoNotOptimize(stats);
+  });
+}
+
+// The floor itself, for reference: memcpy of the fused GRPO loss's traffic / 2.
+void BM_copy_floor_grpo_bytes(benchmark::State& state) {
+  const auto tokens = static_cast<std::size_t>(state.range(0));
+  const std::size_t bytes = tokens * (4 * 4 + 1 + 4) / 2;
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  for (auto _ : state) {
+    std::memcpy(dst.data(), src.data(), bytes);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(tokens));
+  state.counters["GB/s"] = benchmark::Counter(double(2 * bytes) * double(state.iterations()),
+                                              benchmark::Counter::kIsRate);
+}
+
+} // namespace
+
+BENCHMARK(BM_copy_floor_grpo_bytes)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
+BENCHMARK(BM_fused_grpo_loss)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
+BENCHMARK(BM_gae_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
+BENCHMARK(BM_grpo_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
+
+BENCHMARK_MAIN();
