@@ -5,6 +5,6 @@
 #include "group.hpp"
 #include "process.hpp"
 #include "reinforce.hpp"
+#include "reward.hpp"
 #include "scores.hpp"
 #include "whiten.hpp"
-#include "reward.hpp"

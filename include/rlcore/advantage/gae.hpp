@@ -86,7 +86,10 @@ struct gae_write {
 /// (returns keep the unwhitened A + V).
 /// Shapes: token_rewards, values, advantages_out, returns_out per-token for the layout.
 /// Options: gamma = 1, lambda = 1 (both in [0, 1]), whiten = false, whiten_kind = unbiased,
-/// whiten_eps = 1e-8. verl: whiten = true (unbiased); OpenRLHF: whiten = true, population.
+/// whiten_eps = 1e-8. verl: whiten = true (unbiased; its masked outputs hold the carry instead of
+/// 0). TRL PPO: whiten = true (unbiased). OpenRLHF: whiten = true, population (var clamped at
+/// 1e-8 instead of + 1e-8), and it zeroes r and V at masked tokens instead of skipping them, so
+/// it matches only without interior masks.
 template <batch_layout Layout, class Rewards, class Values, class Advantages, class Returns>
 requires token_tensor_for<const Rewards, Layout> && token_tensor_for<
     const Values,

@@ -241,8 +241,9 @@ grpo_sequence_impl(const char* function, const Scores& sv, const Groups& groups,
 /// (singleton_group = zero, default) or verl's raw reward (mean := 0, std := 1). Empty offset
 /// groups produce nothing.
 /// Shapes: scores and advantages_out are vectors of N. Returns the group metrics.
-/// Peers: verl = defaults (norm_adv_by_std_in_grpo=False -> none; singleton raw_reward);
-/// TRL = eps 1e-4, scale_rewards "group" / "batch" / "none"; OpenRLHF group_norm = eps 1e-9.
+/// Peers: verl grpo = defaults + singleton_group raw_reward (norm_adv_by_std_in_grpo=False ->
+/// scaling none); TRL = eps 1e-4 with scale_rewards "group" / "batch" / "none"; OpenRLHF
+/// group_norm = eps 1e-9, dr_grpo = scaling none.
 template <vector_like Scores, class Groups, class Advantages>
 requires mutable_vector_like<std::remove_reference_t<Advantages>> group_advantage_stats
 grpo_outcome_sequence_advantages(const Scores& scores, const Groups& groups,
@@ -279,8 +280,9 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
 
 /// RLOO advantages (Kool et al. 2019; Ahmadian et al. 2024): a_i = s_i - mean_{j != i} s_j
 /// = G / (G - 1) (s_i - mean_g) for a group of size G, broadcast to valid tokens (0 at masked
-/// ones). A group of one sequence gets 0. Same as OpenRLHF "rloo" / TRL RLOO on the sequence
-/// reward (their per-token KL terms aside).
+/// ones). A group of one sequence gets 0 (verl's rloo leaves the raw score there). Same as
+/// OpenRLHF "rloo", verl "rloo" and TRL's RLOO baseline on the sequence reward (their KL terms
+/// aside).
 /// Shapes: scores vector of N; advantages_out per-token.
 template <batch_layout Layout, vector_like Scores, class Groups, class Advantages>
 requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
@@ -305,7 +307,8 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
 /// length-weighted group baseline b_g = sum_j n_j s_j / sum_j n_j, n_j = valid tokens of sequence
 /// j (from the layout), a_i = s_i - b_g, broadcast to valid tokens (0 at masked ones). A group of
 /// one sequence gets 0; a group whose sequences have no valid token gets 0.
-/// Shapes: scores vector of N; advantages_out per-token. verl: adv_estimator=opo.
+/// Shapes: scores vector of N; advantages_out per-token. verl adv_estimator=opo computes the
+/// same baseline (it leaves the raw score in a group of one).
 template <batch_layout Layout, vector_like Scores, class Groups, class Advantages>
 requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
     group_advantage_stats opo_advantages(const Layout& layout, const Scores& scores,

@@ -139,9 +139,10 @@ void validate_reinforce_options(const char* function, const Options& options) {
 /// tokens of the batch (whiten_kind unbiased by default; none: advantages = returns).
 /// Shapes: token_rewards, advantages_out, returns_out per-token. Options: gamma = 1,
 /// whiten_kind = unbiased, whiten_eps = 1e-8. Errors: gamma outside [0, 1], whiten_eps <= 0, one
-/// valid token with unbiased whitening. verl = defaults, but verl resets the running return at
-/// every masked token (so multi-turn observation tokens cut the return); OpenRLHF = population
-/// whitening.
+/// valid token with unbiased whitening. verl reinforce_plus_plus = defaults, but verl resets the
+/// running return at every masked token (so multi-turn observation tokens cut the return).
+/// OpenRLHF reinforce = whiten_kind population (var clamped at 1e-8 instead of + 1e-8); it applies
+/// gamma at masked tokens too (same result for gamma = 1).
 template <batch_layout Layout, class Rewards, class Advantages, class Returns>
 requires token_tensor_for<const Rewards, Layout> && mutable_token_tensor_for<
     std::remove_reference_t<Advantages>,

@@ -262,7 +262,8 @@ void normalized_reward_sum(const Columns& reward_columns, const Weights& weights
 ///   max_length - cache_length < L <= max_length (linear from 0 to -1); -1 if L > max_length.
 /// Add it to the task reward. cache_length = 0 gives a hard cut (0, then -1 beyond max_length).
 /// Shapes: lengths (any arithmetic) and penalties_out vectors of N. Errors: max_length <= 0,
-/// cache_length outside [0, max_length]. DAPO: max_length 20480, cache_length 4096.
+/// cache_length outside [0, max_length]. DAPO: max_length 20480, cache_length 4096; verl's DAPO
+/// reward manager: cache_length = overlong_buffer.len, multiply by overlong_buffer.penalty_factor.
 template <vector_like Lengths, class Out>
 requires mutable_vector_like<std::remove_reference_t<Out>>
 void dapo_overlong_penalty(const Lengths& lengths, index_t max_length, index_t cache_length,
