@@ -6,6 +6,7 @@
 
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -41,9 +42,10 @@ bool succeeds_or_invalid(Call&& call) {
   }
 }
 
-/// A finite double; extremes (0, +-1e30, +-1e4, +-20 clamp boundaries, float and bf16 limits,
-/// denormals) are over-represented. `scale` bounds the uniform draws.
-inline double finite_value(FuzzedDataProvider& in, double scale = 10.0) {
+/// A finite double of magnitude at most `limit`; extremes (0, +-1e30, +-1e4, +-20 clamp
+/// boundaries, float and bf16 limits, denormals) are over-represented; arbitrary bit patterns
+/// beyond `limit` become +-limit.
+inline double finite_value(FuzzedDataProvider& in, double limit = 1e30) {
   static constexpr double extremes[] = {0.0,
                                         -0.0,
                                         1.0,
@@ -71,26 +73,31 @@ inline double finite_value(FuzzedDataProvider& in, double scale = 10.0) {
                                         1.2,
                                         1.28};
   switch (in.ConsumeIntegralInRange<int>(0, 3)) {
-  case 0:
-    return in.PickValueInArray(extremes);
+  case 0: {
+    const double v = in.PickValueInArray(extremes);
+    return std::fabs(v) <= limit ? v : std::copysign(limit, v);
+  }
   case 1: {
     const auto bits = in.ConsumeIntegral<std::uint64_t>();
     double v = 0;
     static_assert(sizeof v == sizeof bits);
     __builtin_memcpy(&v, &bits, sizeof v);
-    return std::isfinite(v) ? v : 0.0;
+    if (!std::isfinite(v)) {
+      return 0.0;
+    }
+    return std::fabs(v) <= limit ? v : std::copysign(limit, v);
   }
   default:
-    return in.ConsumeFloatingPointInRange<double>(-scale, scale);
+    return in.ConsumeFloatingPointInRange<double>(-std::min(limit, 10.0), std::min(limit, 10.0));
   }
 }
 
 /// n finite values.
 inline std::vector<double> finite_values(FuzzedDataProvider& in, std::size_t n,
-                                         double scale = 10.0) {
+                                         double limit = 1e30) {
   std::vector<double> out(n);
   for (auto& v : out) {
-    v = finite_value(in, scale);
+    v = finite_value(in, limit);
   }
   return out;
 }
