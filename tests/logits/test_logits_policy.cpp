@@ -213,6 +213,14 @@ TEST_CASE("grpo_loss_from_logits: masked slots with inf / NaN logits; equals the
                                    rlcore::make_matrix_view(grad_manual.data(), slots, vocab));
   CHECK(manual.loss == result.loss);
   CHECK(grad_manual == grad);
+
+  // In place: the gradient overwrites the logits buffer itself (rows read before written).
+  std::vector<double> buffer = b.logits;
+  const auto zb = rlcore::make_matrix_view(buffer.data(), slots, vocab);
+  const auto in_place = rlcore::grpo_loss_from_logits(layout, zb.as_const(), tok(b.ids), tok(old),
+                                                      tok(b.ref), tok(b.adv), zb);
+  CHECK(in_place.loss == result.loss);
+  CHECK(buffer == grad);
 }
 
 TEST_CASE("grpo_loss_from_logits: errors name the offending argument") {
