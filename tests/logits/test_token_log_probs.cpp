@@ -177,3 +177,40 @@ TEST_CASE("double logits near the double maximum give finite results and gradien
   CHECK(grad[1] == doctest::Approx(1.0));
   CHECK(grad[3] == doctest::Approx(-0.5));
 }
+
+TEST_CASE(
+    "bf16 logits (Eigen::bfloat16) are accumulated in fp32: same bits as their float values") {
+  // The accumulator of any non-double logit type is float, so bf16 logits give exactly what the
+  // same values given as float give (the CUDA backend does the same on device).
+  const auto values = logits_ref::random_logits(3 * 37, 6.0, 77);
+  std::vector<Eigen::bfloat16> logits_bf16;
+  std::vector<float> logits_f;
+  for (double v : values) {
+    logits_bf16.emplace_back(static_cast<float>(v));
+    logits_f.push_back(static_cast<float>(logits_bf16.back()));
+  }
+  const std::vector<int> ids{36, 0, 18};
+  std::vector<float> lp_bf16(3);
+  std::vector<float> h_bf16(3);
+  std::vector<float> lp_f(3);
+  std::vector<float> h_f(3);
+  rlcore::logits_options options;
+  options.temperature = 0.9;
+  const auto z_bf16 = rlcore::make_matrix_view(logits_bf16.data(), 3, 37);
+  const auto z_f = rlcore::make_matrix_view(logits_f.data(), 3, 37);
+  rlcore::token_log_probs(z_bf16, ids, lp_bf16, h_bf16, options);
+  rlcore::token_log_probs(z_f, ids, lp_f, h_f, options);
+  CHECK(lp_bf16 == lp_f);
+  CHECK(h_bf16 == h_f);
+  // The gradient can be written in bf16 too: the fp32 gradient rounded once.
+  std::vector<Eigen::bfloat16> grad_bf16(3 * 37);
+  std::vector<float> grad_f(3 * 37);
+  const std::vector<float> g{1.0F, -0.5F, 2.0F};
+  rlcore::token_log_probs_backward(z_bf16, ids, g, g,
+                                   rlcore::make_matrix_view(grad_bf16.data(), 3, 37), options);
+  rlcore::token_log_probs_backward(z_f, ids, g, g, rlcore::make_matrix_view(grad_f.data(), 3, 37),
+                                   options);
+  for (std::size_t j = 0; j < grad_f.size(); ++j) {
+    CHECK(static_cast<float>(grad_bf16[j]) == static_cast<float>(Eigen::bfloat16(grad_f[j])));
+  }
+}
