@@ -122,4 +122,40 @@ void with_layout(const batch& b, F&& f) {
   }
 }
 
+// A token buffer for the batch; with a fault, one slot too many (packed) or one column too many
+// (padded), so that binding it must fail.
+struct token_buffer {
+  std::vector<double> data;
+  index_t cols;
+};
+
+inline token_buffer make_buffer(const batch& b, bool wrong, double fill = 123.0) {
+  if (!wrong) {
+    return {std::vector<double>(b.mask.size(), fill), b.cols};
+  }
+  return {std::vector<double>(
+              b.packed ? b.mask.size() + 1 : static_cast<std::size_t>(b.n * (b.cols + 1)), fill),
+          b.cols + 1};
+}
+
+template <class Layout>
+auto token_tensor(const batch& b, const Layout&, token_buffer& buffer) {
+  if constexpr (Layout::is_packed) {
+    return rlcore::vector_view<double>{buffer.data.data(), static_cast<index_t>(buffer.data.size()),
+                                       1};
+  } else {
+    return rlcore::make_matrix_view(buffer.data.data(), b.n, buffer.cols);
+  }
+}
+
+// A read-only per-token tensor over a buffer of b.slots() values.
+template <class Layout>
+auto input_tensor(const batch& b, const Layout&, const std::vector<double>& v) {
+  if constexpr (Layout::is_packed) {
+    return rlcore::vector_view<const double>{v.data(), static_cast<index_t>(v.size()), 1};
+  } else {
+    return rlcore::make_matrix_view(v.data(), b.n, b.cols);
+  }
+}
+
 } // namespace rlcore_fuzz

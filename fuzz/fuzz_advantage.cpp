@@ -26,7 +26,10 @@ namespace {
 using rlcore::index_t;
 using rlcore_fuzz::batch;
 using rlcore_fuzz::check;
+using rlcore_fuzz::input_tensor;
+using rlcore_fuzz::make_buffer;
 using rlcore_fuzz::succeeds_or_invalid;
+using rlcore_fuzz::token_tensor;
 
 constexpr double eps64 = DBL_EPSILON;
 constexpr double denorm_min = std::numeric_limits<double>::denorm_min();
@@ -66,42 +69,6 @@ void check_masked_zero(const batch& b, const std::vector<double>& out, const cha
         check(out[b.slot(i, t)] == 0.0, what, out[b.slot(i, t)]);
       }
     }
-  }
-}
-
-// A token buffer for the batch; with a fault, one slot too many (packed) or one column too many
-// (padded), so that binding it must fail.
-struct token_buffer {
-  std::vector<double> data;
-  index_t cols;
-};
-
-token_buffer make_buffer(const batch& b, bool wrong, double fill = 123.0) {
-  if (!wrong) {
-    return {std::vector<double>(b.mask.size(), fill), b.cols};
-  }
-  return {std::vector<double>(
-              b.packed ? b.mask.size() + 1 : static_cast<std::size_t>(b.n * (b.cols + 1)), fill),
-          b.cols + 1};
-}
-
-template <class Layout>
-auto token_tensor(const batch& b, const Layout&, token_buffer& buffer) {
-  if constexpr (Layout::is_packed) {
-    return rlcore::vector_view<double>{buffer.data.data(), static_cast<index_t>(buffer.data.size()),
-                                       1};
-  } else {
-    return rlcore::make_matrix_view(buffer.data.data(), b.n, buffer.cols);
-  }
-}
-
-// A read-only per-token tensor over a buffer of b.slots() values.
-template <class Layout>
-auto input_tensor(const batch& b, const Layout&, const std::vector<double>& v) {
-  if constexpr (Layout::is_packed) {
-    return rlcore::vector_view<const double>{v.data(), static_cast<index_t>(v.size()), 1};
-  } else {
-    return rlcore::make_matrix_view(v.data(), b.n, b.cols);
   }
 }
 
