@@ -14,6 +14,8 @@
 #include "../tensor/views.hpp"
 
 #include <cmath>
+#include <concepts>
+#include <type_traits>
 
 namespace rlcore {
 
@@ -30,6 +32,23 @@ namespace detail {
 /// The execution context type of a layout.
 template <class Layout>
 using context_for = execution_context<typename Layout::space>;
+
+/// True when a group layout can be read in memory space `Space` (uniform groups hold no memory).
+template <class Groups, class Space>
+struct groups_in_space : std::true_type {};
+template <class Offset, class GroupSpace, class Space>
+struct groups_in_space<offset_groups<Offset, GroupSpace>, Space>
+    : std::bool_constant<std::same_as<GroupSpace, Space>> {};
+
+/// Compile-time check that per-sequence views and groups live in the algorithm's memory space
+/// (host and device data cannot be mixed; the layout checks its per-token tensors itself).
+template <class Space, class Groups, class... Views>
+constexpr void static_check_spaces() {
+  static_assert(groups_in_space<Groups, Space>::value,
+                "rlcore: the group offsets live in a different memory space than the data");
+  static_assert((std::same_as<typename Views::space, Space> && ...),
+                "rlcore: a per-sequence tensor lives in a different memory space than the data");
+}
 
 /// eps must be finite and > 0.
 inline void require_positive_eps(const char* function, const char* argument, double eps) {

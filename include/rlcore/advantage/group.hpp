@@ -253,6 +253,7 @@ grpo_outcome_sequence_advantages(const Scores& scores, const Groups& groups,
   constexpr const char* function = "grpo_outcome_sequence_advantages";
   const auto sv = as_vector_view(scores);
   const auto ov = as_vector_view(advantages_out);
+  detail::static_check_spaces<typename decltype(sv)::space, Groups, decltype(ov)>();
   detail::require_sequence_count(function, "advantages_out", ov.size, sv.size);
   return detail::grpo_sequence_impl(function, sv, groups, ov, options, ctx);
 }
@@ -268,6 +269,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
                                                   const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "grpo_outcome_advantages";
   const auto sv = as_vector_view(scores);
+  detail::static_check_spaces<typename Layout::space, Groups, decltype(sv)>();
   detail::require_sequence_count(function, "scores", sv.size, layout.rows());
   auto out = layout.bind(function, "advantages_out", advantages_out);
   auto buffer = ctx.template allocate<double>(sv.size);
@@ -291,6 +293,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
                                           const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "rloo_advantages";
   const auto sv = as_vector_view(scores);
+  detail::static_check_spaces<typename Layout::space, Groups, decltype(sv)>();
   detail::require_sequence_count(function, "scores", sv.size, layout.rows());
   const index_t num_groups = detail::validate_groups(function, groups, sv.size);
   auto out = layout.bind(function, "advantages_out", advantages_out);
@@ -316,6 +319,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
                                          const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "opo_advantages";
   const auto sv = as_vector_view(scores);
+  detail::static_check_spaces<typename Layout::space, Groups, decltype(sv)>();
   detail::require_sequence_count(function, "scores", sv.size, layout.rows());
   const index_t num_groups = detail::validate_groups(function, groups, sv.size);
   auto out = layout.bind(function, "advantages_out", advantages_out);
@@ -346,6 +350,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
                                                const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "pass_at_k_advantages";
   const auto sv = as_vector_view(scores);
+  detail::static_check_spaces<typename Layout::space, Groups, decltype(sv)>();
   detail::require_sequence_count(function, "scores", sv.size, layout.rows());
   const index_t num_groups = detail::validate_groups(function, groups, sv.size);
   detail::require_positive_eps(function, "options.eps", options.eps);

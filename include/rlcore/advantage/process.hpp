@@ -213,6 +213,7 @@ void grpo_process_advantages(const Layout& layout, const StepRewards& step_rewar
                              const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "grpo_process_advantages";
   detail::require_positive_eps(function, "options.eps", options.eps);
+  detail::static_check_spaces<typename Layout::space, Groups>();
   const index_t n = layout.rows();
   const index_t num_groups = detail::validate_groups(function, groups, n);
   const auto r = layout.bind(function, "step_rewards", step_rewards);
@@ -239,11 +240,14 @@ void grpo_process_advantages_from_steps(const Layout& layout, const StepOffsets&
                                         const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "grpo_process_advantages_from_steps";
   detail::require_positive_eps(function, "options.eps", options.eps);
+  detail::static_check_spaces<typename Layout::space, Groups>();
   const index_t n = layout.rows();
   const index_t num_groups = detail::validate_groups(function, groups, n);
   const auto offsets = as_vector_view(step_offsets);
   const auto positions = as_vector_view(step_positions);
   const auto values = as_vector_view(step_values);
+  detail::static_check_spaces<typename Layout::space, Groups, decltype(offsets),
+                              decltype(positions), decltype(values)>();
   detail::require(offsets.size == n + 1, function, "step_offsets", "expected N + 1 = ", n + 1,
                   " entries, got ", offsets.size);
   detail::require(values.size == positions.size, function, "step_values", "expected ",

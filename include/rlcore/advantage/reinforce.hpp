@@ -181,6 +181,7 @@ void reinforce_plus_plus_baseline_advantages(const Layout& layout, const Rewards
                                              const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "reinforce_plus_plus_baseline_advantages";
   detail::validate_reinforce_options(function, options);
+  detail::static_check_spaces<typename Layout::space, Groups>();
   const index_t n = layout.rows();
   const index_t num_groups = detail::validate_groups(function, groups, n);
   const auto r = layout.bind(function, "token_rewards", token_rewards);
@@ -211,6 +212,7 @@ void remax_advantages(const Layout& layout, const Rewards& token_rewards,
   detail::validate_reinforce_options(function, options);
   const index_t n = layout.rows();
   const auto b = as_vector_view(baseline_rewards);
+  detail::static_check_spaces<typename Layout::space, uniform_groups, decltype(b)>();
   detail::require_sequence_count(function, "baseline_rewards", b.size, n);
   const auto r = layout.bind(function, "token_rewards", token_rewards);
   const auto a = layout.bind(function, "advantages_out", advantages_out);

@@ -203,6 +203,8 @@ void weighted_reward_sum(const Columns& reward_columns, const Weights& weights, 
   const auto c = as_matrix_view(reward_columns);
   const auto w = as_vector_view(weights);
   const auto out = as_vector_view(rewards_out);
+  detail::static_check_spaces<typename decltype(c)::space, uniform_groups, decltype(w),
+                              decltype(out)>();
   detail::validate_nan_policy(function, options.nan_policy);
   detail::validate_reward_columns(function, c, w, out);
   if (options.nan_policy == nan_policy::error) {
@@ -233,6 +235,7 @@ void normalized_reward_sum(const Columns& reward_columns, const Weights& weights
   const auto c = as_matrix_view(reward_columns);
   const auto w = as_vector_view(weights);
   const auto out = as_vector_view(rewards_out);
+  detail::static_check_spaces<typename decltype(c)::space, Groups, decltype(w), decltype(out)>();
   detail::validate_nan_policy(function, options.nan_policy);
   detail::validate_reward_columns(function, c, w, out);
   detail::require_positive_eps(function, "options.eps", options.eps);
@@ -272,6 +275,7 @@ void dapo_overlong_penalty(const Lengths& lengths, index_t max_length, index_t c
   constexpr const char* function = "dapo_overlong_penalty";
   const auto len = as_vector_view(lengths);
   const auto out = as_vector_view(penalties_out);
+  detail::static_check_spaces<typename decltype(len)::space, uniform_groups, decltype(out)>();
   detail::require(max_length > 0, function, "max_length", "expected a value > 0, got ", max_length);
   detail::require(cache_length >= 0 && cache_length <= max_length, function, "cache_length",
                   "expected a value in [0, max_length = ", max_length, "], got ", cache_length);
@@ -291,6 +295,7 @@ requires mutable_vector_like<std::remove_reference_t<Flags>>
   constexpr const char* function = "zero_spread_groups";
   const auto s = as_vector_view(scores);
   const auto flags = as_vector_view(flags_out);
+  detail::static_check_spaces<typename decltype(s)::space, Groups, decltype(flags)>();
   const index_t num_groups = detail::validate_groups(function, groups, s.size);
   detail::require(flags.size == num_groups, function, "flags_out", "expected ", num_groups,
                   " entries (one per group), got ", flags.size);
@@ -312,6 +317,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Mask>, Layout>
                                     const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "truncated_response_mask";
   const auto len = as_vector_view(lengths);
+  detail::static_check_spaces<typename Layout::space, uniform_groups, decltype(len)>();
   detail::require_sequence_count(function, "lengths", len.size, layout.rows());
   detail::require(max_length > 0, function, "max_length", "expected a value > 0, got ", max_length);
   const auto out = layout.bind(function, "mask_out", mask_out);

@@ -50,6 +50,7 @@ void sequence_scores(const Layout& layout, const Rewards& token_rewards, Scores&
   constexpr const char* function = "sequence_scores";
   const auto rewards = layout.bind(function, "token_rewards", token_rewards);
   const auto out = as_vector_view(scores_out);
+  detail::static_check_spaces<typename Layout::space, uniform_groups, decltype(out)>();
   detail::require_sequence_count(function, "scores_out", out.size, layout.rows());
   auto sums = detail::row_reward_sums(layout, rewards, ctx);
   const vector_view<const double, typename Layout::space> sum_view{sums.data(), layout.rows(), 1};
