@@ -375,3 +375,36 @@ TEST_CASE("an empty batch (N = 0) is valid and writes nothing") {
   rlcore::whiten(layout, v);
   CHECK(none.empty());
 }
+
+TEST_CASE("enumerated options outside their enumerators are rejected") {
+  fixture f;
+  const rlcore::uniform_groups g2{2};
+  rlcore::grpo_advantage_options o;
+  o.std_kind = static_cast<rlcore::std_kind>(3);
+  check_invalid([&] { rlcore::grpo_outcome_advantages(f.layout, f.scores, g2, f.m(f.out), o); },
+                "options.std_kind", "expected unbiased or population, got 3");
+  o = {};
+  o.singleton_group = static_cast<rlcore::singleton_group_policy>(2);
+  check_invalid([&] { rlcore::grpo_outcome_advantages(f.layout, f.scores, g2, f.m(f.out), o); },
+                "options.singleton_group", "expected zero or raw_reward, got 2");
+  rlcore::pass_at_k_options po;
+  po.std_kind = static_cast<rlcore::std_kind>(4);
+  check_invalid([&] { rlcore::pass_at_k_advantages(f.layout, f.scores, g2, f.m(f.out), po); },
+                "options.std_kind", "expected unbiased or population, got 4");
+  rlcore::grpo_process_options pr;
+  pr.std_kind = static_cast<rlcore::std_kind>(5);
+  check_invalid(
+      [&] {
+        rlcore::grpo_process_advantages(f.layout, f.m(f.tokens), f.m(f.tokens), g2, f.m(f.out), pr);
+      },
+      "options.std_kind", "rlcore::grpo_process_advantages: argument 'options.std_kind'");
+  std::vector<double> columns(8, 1.0), w{1, 1}, out(4);
+  rlcore::normalized_reward_sum_options no;
+  no.std_kind = static_cast<rlcore::std_kind>(6);
+  check_invalid(
+      [&] {
+        rlcore::normalized_reward_sum(rlcore::make_matrix_view(columns.data(), 4, 2), w, g2, out,
+                                      no);
+      },
+      "options.std_kind", "got 6");
+}

@@ -56,6 +56,12 @@ inline void require_positive_eps(const char* function, const char* argument, dou
           eps);
 }
 
+/// A std_kind option must be one of its enumerators.
+inline void require_std_kind(const char* function, const char* argument, std_kind kind) {
+  require(kind == std_kind::unbiased || kind == std_kind::population, function, argument,
+          "expected unbiased or population, got ", static_cast<int>(kind));
+}
+
 /// A discount-like factor must lie in [0, 1].
 inline void require_unit_interval(const char* function, const char* argument, double value) {
   require(value >= 0 && value <= 1, function, argument, "expected a value in [0, 1], got ", value);

@@ -206,6 +206,11 @@ struct valid_token_count {
 
 inline void validate_group_options(const char* function, const grpo_advantage_options& options) {
   require_positive_eps(function, "options.eps", options.eps);
+  require_std_kind(function, "options.std_kind", options.std_kind);
+  require(options.singleton_group == singleton_group_policy::zero
+              || options.singleton_group == singleton_group_policy::raw_reward,
+          function, "options.singleton_group", "expected zero or raw_reward, got ",
+          static_cast<int>(options.singleton_group));
   require(options.scaling == grpo_scaling::group || options.scaling == grpo_scaling::batch
               || options.scaling == grpo_scaling::none,
           function, "options.scaling", "expected group, batch or none, got ",
@@ -354,6 +359,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
   detail::require_sequence_count(function, "scores", sv.size, layout.rows());
   const index_t num_groups = detail::validate_groups(function, groups, sv.size);
   detail::require_positive_eps(function, "options.eps", options.eps);
+  detail::require_std_kind(function, "options.std_kind", options.std_kind);
   const index_t singletons =
       ctx.reduce(num_groups, index_t{0}, detail::singleton_group_flag<Groups>{groups});
   detail::require(singletons == 0, function, "groups",

@@ -213,6 +213,7 @@ void grpo_process_advantages(const Layout& layout, const StepRewards& step_rewar
                              const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "grpo_process_advantages";
   detail::require_positive_eps(function, "options.eps", options.eps);
+  detail::require_std_kind(function, "options.std_kind", options.std_kind);
   detail::static_check_spaces<typename Layout::space, Groups>();
   const index_t n = layout.rows();
   const index_t num_groups = detail::validate_groups(function, groups, n);
@@ -240,6 +241,7 @@ void grpo_process_advantages_from_steps(const Layout& layout, const StepOffsets&
                                         const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "grpo_process_advantages_from_steps";
   detail::require_positive_eps(function, "options.eps", options.eps);
+  detail::require_std_kind(function, "options.std_kind", options.std_kind);
   detail::static_check_spaces<typename Layout::space, Groups>();
   const index_t n = layout.rows();
   const index_t num_groups = detail::validate_groups(function, groups, n);

@@ -239,6 +239,7 @@ void normalized_reward_sum(const Columns& reward_columns, const Weights& weights
   detail::validate_nan_policy(function, options.nan_policy);
   detail::validate_reward_columns(function, c, w, out);
   detail::require_positive_eps(function, "options.eps", options.eps);
+  detail::require_std_kind(function, "options.std_kind", options.std_kind);
   const index_t num_groups = detail::validate_groups(function, groups, c.rows);
   if (options.nan_policy == nan_policy::error) {
     detail::check_missing_rewards(function, c, ctx);
