@@ -248,6 +248,18 @@ TEST_CASE("float and double agree to float precision") {
   rlcore::grpo_outcome_advantages(pad, sf, rlcore::uniform_groups{4}, b.mat(af));
   rlcore::grpo_outcome_advantages(pad, scores, rlcore::uniform_groups{4}, b.mat(ad));
   close();
+  rlcore::reinforce_plus_plus_baseline_advantages(pad, b.mat(rf), rlcore::uniform_groups{4},
+                                                  b.mat(af));
+  rlcore::reinforce_plus_plus_baseline_advantages(pad, b.mat(b.rewards), rlcore::uniform_groups{4},
+                                                  b.mat(ad));
+  close();
+  rlcore::remax_advantages(pad, b.mat(rf), sf, b.mat(af));
+  rlcore::remax_advantages(pad, b.mat(b.rewards), scores, b.mat(ad));
+  close();
+  rlcore::grpo_process_advantages(pad, b.mat(rf), b.mat(vf), rlcore::uniform_groups{4}, b.mat(af));
+  rlcore::grpo_process_advantages(pad, b.mat(b.rewards), b.mat(b.values), rlcore::uniform_groups{4},
+                                  b.mat(ad));
+  close();
 }
 
 TEST_CASE("GAE limits: lambda = 1 is Monte Carlo minus V, lambda = 0 is the TD error") {
