@@ -4,12 +4,16 @@
 // log-ratios up to +-2e4, advantages up to 1e30, and NaN / inf / 1e30 at masked slots. One fault
 // per input at times (an option out of range, a tensor of the wrong shape) must raise
 // rlcore::invalid_argument. Otherwise: loss, metrics and gradients finite; gradients exactly 0 at
-// masked slots; fractions in [0, 1]; valid_tokens = the number of valid tokens; and, for the
-// REINFORCE form alone, grad = -A * w with w the aggregation weight of the mode:
+// masked slots; fractions in [0, 1]; valid_tokens = the number of valid tokens; the entropy bonus
+// gradient = -coef * w; the adaptive KL controller's beta finite and >= 0 over random updates
+// (horizons >= 1: a denormal horizon overflows beta, reported in docs/reliability.md); and, for
+// the REINFORCE form alone, grad = -A * w with w the aggregation weight of the mode:
 //   token_mean 1/N_tok, token_sum 1, seq_mean_token_sum 1/N_seq, seq_mean_token_mean
 //   1/(N_seq n_i), seq_mean_token_sum_norm 1/(N_seq L), and loss = sum_t w (-A lp).
 #include "batch.hpp"
 
+#include <rlcore/control/kl_controller.hpp>
+#include <rlcore/objective/entropy_bonus.hpp>
 #include <rlcore/objective/grpo.hpp>
 #include <rlcore/objective/kl_penalty.hpp>
 #include <rlcore/objective/policy.hpp>
@@ -384,12 +388,66 @@ void fuzz_value_loss(FuzzedDataProvider& in, const batch& b, const Layout& layou
   check_masked_zero(b, grad.data, "value gradient 0 at masked slots");
 }
 
+template <class Layout>
+void fuzz_entropy_bonus(FuzzedDataProvider& in, const batch& b, const Layout& layout, bool fault) {
+  const bool garbage = in.ConsumeBool();
+  auto h = token_values(in, b, 1e4, garbage);
+  rlcore::entropy_bonus_options o;
+  o.coef = fault ? in.PickValueInArray({nan, inf}) : rlcore_fuzz::finite_value(in, 1e4);
+  o.aggregation = pick_aggregation(in, b, false);
+  auto grad = make_buffer(b, false, 5.0);
+  rlcore::entropy_bonus_result r;
+  const bool ok = succeeds_or_invalid([&] {
+    r = rlcore::entropy_bonus_loss(layout, input_tensor(b, layout, h),
+                                   token_tensor(b, layout, grad), o);
+  });
+  check(ok == !fault, "entropy_bonus_loss: fault <=> invalid_argument");
+  if (!ok) {
+    return;
+  }
+  check(std::isfinite(r.loss) && std::isfinite(r.entropy_mean), "entropy bonus finite", r.loss);
+  check_finite(grad.data, "entropy bonus gradient finite");
+  check_masked_zero(b, grad.data, "entropy bonus gradient 0 at masked slots");
+  // d loss / d H = -coef * w at valid slots.
+  for (index_t i = 0; i < b.n; ++i) {
+    const double expected = -o.coef * row_weight(b, o.aggregation, i);
+    for (index_t t = 0; t < b.length(i); ++t) {
+      if (b.valid(i, t)) {
+        const double g = grad.data[b.slot(i, t)];
+        check(std::fabs(g - expected) <= 1e-12 * std::fabs(expected), "entropy grad = -coef w", g);
+      }
+    }
+  }
+}
+
+// The adaptive KL controller over a random sequence of updates: beta stays finite and >= 0.
+void fuzz_kl_controller(FuzzedDataProvider& in) {
+  const double beta = std::fabs(rlcore_fuzz::finite_value(in, 1e4));
+  const double target = std::fabs(rlcore_fuzz::finite_value(in, 1e4));
+  const bool bad_horizon = in.ConsumeIntegralInRange<int>(0, 7) == 0;
+  const double horizon = bad_horizon ? in.PickValueInArray({0.0, -1.0, inf, nan})
+                                     : 1.0 + std::fabs(rlcore_fuzz::finite_value(in, 1e30));
+  const bool valid = target > 0 && !bad_horizon;
+  const bool ok = succeeds_or_invalid([&] {
+    rlcore::adaptive_kl_controller controller(beta, target, horizon);
+    const int updates = in.ConsumeIntegralInRange<int>(0, 50);
+    for (int k = 0; k < updates; ++k) {
+      const double kl = rlcore_fuzz::finite_value(in, 1e4);
+      const auto steps = in.ConsumeIntegralInRange<index_t>(0, 1 << 20);
+      controller.update(kl, steps);
+      check(std::isfinite(controller.value()) && controller.value() >= 0,
+            "adaptive KL beta finite and >= 0", controller.value());
+    }
+  });
+  check(ok == valid, "adaptive_kl_controller: bad target/horizon <=> invalid_argument");
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
   const batch b = rlcore_fuzz::random_batch(in);
-  const int which = in.ConsumeIntegralInRange<int>(0, 4);
+  const int which = in.ConsumeIntegralInRange<int>(0, 6);
   const bool fault = in.ConsumeIntegralInRange<int>(0, 7) == 0;
   rlcore_fuzz::with_layout(b, [&](const auto& layout, const auto&, auto) {
     switch (which) {
@@ -403,8 +461,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 3:
       fuzz_kl(in, b, layout, fault);
       break;
-    default:
+    case 4:
       fuzz_value_loss(in, b, layout, fault);
+      break;
+    case 5:
+      fuzz_entropy_bonus(in, b, layout, fault);
+      break;
+    default:
+      fuzz_kl_controller(in);
       break;
     }
   });
