@@ -127,11 +127,10 @@ void write_plots(const std::string& dir, const std::vector<method_summary>& summ
 demo_options quick_options() {
   demo_options o;
   o.sft_steps = 300;
-  o.sft_learning_rate = 5e-3;
   o.sft_target_accuracy = 0.2;
   o.rl.steps = 21;
   o.rl.prompts_per_step = 16;
-  o.rl.learning_rate = 2e-4;
+  o.rl.inner_updates = 1;
   o.rl.eval_every = 7;
   o.eval_problems = 200;
   o.methods = {rl_method::grpo_outcome};

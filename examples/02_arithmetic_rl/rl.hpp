@@ -22,10 +22,10 @@ rl_method parse_method(const std::string& name);
 /// Options of one RL run (defaults: the demo's).
 struct rl_options {
   int steps = 60;                     ///< sampling stages
-  int prompts_per_step = 16;          ///< distinct prompts per stage
+  int prompts_per_step = 32;          ///< distinct prompts per stage
   int group_size = 8;                 ///< G samples per prompt
-  int inner_updates = 1;              ///< mu: optimiser steps per sampling stage
-  double learning_rate = 5e-4;        ///< policy AdamW
+  int inner_updates = 2;              ///< mu: optimiser steps per sampling stage
+  double learning_rate = 2e-4;        ///< policy AdamW
   double critic_learning_rate = 1e-3; ///< PPO critic AdamW
   double beta = 0.04;                 ///< k3 KL penalty coefficient
   double clip_eps = 0.2;              ///< ratio clip 1 +- eps

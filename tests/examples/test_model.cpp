@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -173,4 +174,30 @@ TEST_CASE("adamw first step moves each parameter by lr * sign(grad); clipping sc
   CHECK(clip_grad_norm(grads, 1.0) == doctest::Approx(5.0));
   CHECK(grads[0] == doctest::Approx(0.6));
   CHECK(grads[1] == doctest::Approx(0.8));
+}
+
+TEST_CASE("forward matches the independent PyTorch reference (golden/model_logits.txt)") {
+  // examples/02_arithmetic_rl/golden/model_reference.py builds the same architecture from
+  // torch.nn.functional (layer_norm, linear, softmax attention, gelu tanh) in float64, with
+  // parameter number i = 0.5 sin(0.37 i + 0.1) + 0.05 cos(1.3 i) in the one-buffer order.
+  std::ifstream golden(ARITH_GOLDEN_DIR "/model_logits.txt");
+  REQUIRE(golden.good());
+  std::string header;
+  std::getline(golden, header);
+  std::vector<double> expected;
+  for (double v; golden >> v;) {
+    expected.push_back(v);
+  }
+  transformer<double> model(small_config(13), 0);
+  REQUIRE(model.params.size() == 2029);
+  for (size_t i = 0; i < model.params.size(); ++i) {
+    const double x = static_cast<double>(i);
+    model.params[i] = 0.5 * std::sin(0.37 * x + 0.1) + 0.05 * std::cos(1.3 * x);
+  }
+  const std::vector<int> tokens{3, 7, 10, 8, 5, 0, 9, 10, 1, 12};
+  model.forward(tokens.data(), 2, 5);
+  REQUIRE(expected.size() == 2 * 5 * 13);
+  for (size_t i = 0; i < expected.size(); ++i) {
+    CHECK(model.logits()[i] == doctest::Approx(expected[i]).epsilon(1e-10));
+  }
 }

@@ -38,6 +38,7 @@ rl_options tiny_options() {
   o.prompts_per_step = 4;
   o.group_size = 4;
   o.eval_every = 0;
+  o.inner_updates = 1;
   return o;
 }
 
