@@ -18,7 +18,7 @@ void print_help(const arith::demo_options& d) {
          "A tiny transformer learns 2-digit addition (\"37+85=\" -> \"122\"): supervised warm-up\n"
          "to an imperfect policy, then RL from that checkpoint with GRPO (outcome and process\n"
          "supervision) and PPO with a critic, every RL formula from rlcore.\n\n"
-         "  --quick                 tiny run (a few seconds): GRPO outcome only\n"
+         "  --quick                 small run (under 30 s): short SFT, 21 GRPO-outcome stages\n"
          "  --methods LIST          comma list of grpo-outcome,grpo-process,ppo (default: all)\n"
          "  --sft-steps N           supervised warm-up steps (default "
       << d.sft_steps << ")\n"
