@@ -16,7 +16,7 @@ namespace rlcore::cuda::detail {
 inline constexpr int block_threads = 256;
 inline constexpr index_t reduce_max_blocks = 1024;
 inline constexpr index_t max_grid_blocks = index_t{1} << 20;
-inline constexpr int scan_items_per_thread = 8;
+inline constexpr int scan_items_per_thread = 4;
 
 /// Number of blocks for a grid-stride loop over n elements.
 inline unsigned grid_for(index_t n, index_t max_blocks) {
@@ -61,6 +61,13 @@ template <class F>
 struct index_source {
   F f;
   __device__ decltype(auto) operator()(index_t k) const { return f(k); }
+};
+
+/// k -> data[k]: sums an array with the reduce kernels.
+template <class T>
+struct array_source {
+  const T* data;
+  __device__ T operator()(index_t k) const { return data[k]; }
 };
 
 template <class Layout, class F>
@@ -167,7 +174,7 @@ struct running_affine_prefix {
 /// block_threads * scan_items_per_thread tokens, position p of the scan being t = len - 1 - p.
 /// The exclusive composite applied to the initial carry 0 is its b, the carry c from t + 1 on.
 template <class C, class Layout, class Coeff, class Out>
-__global__ void __launch_bounds__(block_threads)
+__global__ void __launch_bounds__(block_threads, 2)
     reverse_affine_scan_rows_kernel(Layout layout, Coeff coeff, Out out) {
   constexpr int items = scan_items_per_thread;
   constexpr index_t tile = index_t{block_threads} * items;

@@ -1,0 +1,245 @@
+// The fused policy-objective kernel: one warp per row, persistent grid. Per row the warp sums the
+// generic row pre-pass (objective/detail/policy_pass.hpp: policy_row_pass) when the options need
+// it, publishes it, then runs the generic token pass (policy_token_pass) over the row, whose
+// metric sums each thread keeps across its rows. One block reduction at the end: each block
+// writes one partial, a second kernel folds them (execution_kernels.cuh). The grid depends only
+// on N, so the result is bitwise reproducible. Private: include policy.cuh.
+#pragma once
+
+#include "../../../config.hpp"
+#include "execution_kernels.cuh"
+
+#include "../../../math/kl.hpp"
+#include "../../../math/surrogate.hpp"
+#include "../../../objective/detail/policy_pass.hpp"
+#include "../../../objective/metrics.hpp"
+
+#include <cub/warp/warp_reduce.cuh>
+
+namespace rlcore::cuda::detail {
+
+inline constexpr int policy_warps_per_block = block_threads / 32;
+inline constexpr index_t policy_max_blocks = 2048;
+inline constexpr int policy_unroll = 4; ///< tokens per lane whose loads are in flight together
+
+/// Asks L2 for the cache lines of row i of a per-token view (a warp covers 32 lines = 1024
+/// fp32 tokens per step), so that the row's loads find it there instead of waiting on HBM one
+/// warp-iteration at a time. Views of other kinds (absent, broadcast) are skipped.
+template <class View>
+__device__ void prefetch_row(const View& view, index_t i, index_t len, int lane) {
+  if constexpr (requires {
+                  view.row_stride;
+                  view.col_stride;
+                  view.data;
+                }) {
+    if (view.col_stride == 1) {
+      const auto* base = reinterpret_cast<const char*>(&view(i, 0));
+      const index_t bytes = len * static_cast<index_t>(sizeof(*view.data));
+      for (index_t b = static_cast<index_t>(lane) * 128; b < bytes; b += 32 * 128) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(base + b));
+      }
+    }
+  } else if constexpr (requires {
+                         view.flat.data;
+                         view.offsets;
+                       }) {
+    const auto* base = reinterpret_cast<const char*>(&view(i, 0));
+    const index_t bytes = len * static_cast<index_t>(sizeof(*view.flat.data));
+    for (index_t b = static_cast<index_t>(lane) * 128; b < bytes; b += 32 * 128) {
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(base + b));
+    }
+  }
+}
+
+/// Prefetches row i of every per-token input of the objective and of the layout's mask.
+template <class Layout, class Views>
+__device__ void prefetch_policy_row(const Layout& layout, const Views& v, index_t i, index_t len,
+                                    int lane) {
+  if (len <= 0) {
+    return;
+  }
+  prefetch_row(v.log_probs, i, len, lane);
+  prefetch_row(v.old_log_probs, i, len, lane);
+  prefetch_row(v.advantages, i, len, lane);
+  prefetch_row(v.ref_log_probs, i, len, lane);
+  prefetch_row(v.entropy, i, len, lane);
+  prefetch_row(v.rollout_log_probs, i, len, lane);
+  if constexpr (Layout::is_packed) {
+    if (layout.mask.data != nullptr) {
+      const auto* base = reinterpret_cast<const char*>(&layout.mask[layout.row_begin(i)]);
+      for (index_t b = static_cast<index_t>(lane) * 128; b < len; b += 32 * 128) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(base + b));
+      }
+    }
+  } else {
+    if (layout.mask.data != nullptr && layout.mask.col_stride == 1) {
+      prefetch_row(layout.mask, i, len, lane);
+    }
+  }
+}
+
+template <class RowStats, class TokenSums, class Layout, class RowPass, class TokenPass>
+__global__ void __launch_bounds__(block_threads, 3)
+    policy_rows_kernel(Layout layout, RowPass row_pass, TokenPass token_pass, RowStats* row_stats,
+                       TokenSums* block_sums) {
+  using warp_reduce = cub::WarpReduce<RowStats>;
+  using block_reduce = cub::BlockReduce<TokenSums, block_threads>;
+  __shared__ typename warp_reduce::TempStorage warp_storage[policy_warps_per_block];
+  __shared__ typename block_reduce::TempStorage block_storage;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const index_t rows = layout.rows();
+  TokenSums sums{};
+  for (index_t i = static_cast<index_t>(blockIdx.x) * policy_warps_per_block + warp; i < rows;
+       i += static_cast<index_t>(gridDim.x) * policy_warps_per_block) {
+    const index_t len = layout.row_length(i);
+    prefetch_policy_row(layout, token_pass.v, i, len, lane);
+    if (row_stats != nullptr) {
+      RowStats stats{};
+      for (index_t t = lane; t < len; t += 32) {
+        stats += row_pass(i, t);
+      }
+      stats = warp_reduce(warp_storage[warp]).Reduce(stats, accumulate_op{});
+      if (lane == 0) {
+        row_stats[i] = stats;
+      }
+      __syncwarp(); // orders the write above before the token pass reads row_stats[i]
+    }
+    for (index_t t = lane; t < len; t += 32) {
+      sums += token_pass(i, t);
+    }
+  }
+  const TokenSums total = block_reduce(block_storage).Reduce(sums, accumulate_op{});
+  if (threadIdx.x == 0) {
+    block_sums[blockIdx.x] = total;
+  }
+}
+
+/// Per-row float partials of the clipped-surrogate fast path (one row's tokens of one lane).
+struct clipped_row_sums {
+  float policy_loss = 0;
+  float kl_loss = 0;
+  float valid = 0;
+  float clipped_low = 0;
+  float clipped_high = 0;
+  float dual_clipped = 0;
+  float neg_delta = 0;
+  float kl_value = 0;
+  float advantage = 0;
+  float advantage_sq = 0;
+
+  __device__ void add_to(rlcore::detail::policy_token_sums& s) const {
+    s.policy_loss += policy_loss;
+    s.kl_loss += kl_loss;
+    s.valid += valid;
+    s.clipped_low += clipped_low;
+    s.clipped_high += clipped_high;
+    s.dual_clipped += dual_clipped;
+    s.neg_delta += neg_delta;
+    s.kl_value += kl_value;
+    s.advantage += advantage;
+    s.advantage_sq += advantage_sq;
+    s.importance_weight += valid; // weight 1 per valid token (no correction)
+    s.entropy_kept += valid;      // no entropy masking
+  }
+};
+
+/// Fast path of the fused objective for the per-token clipped surrogate (PPO / GRPO) with an
+/// optional KL penalty, no entropy, no importance correction, float inputs: the same composition
+/// of math/surrogate.hpp and math/kl.hpp as policy_token_pass for that configuration (tested
+/// against it), with the row's valid count taken from the mask in the same warp, float partials
+/// per row (folded into double sums per thread) and no per-token double arithmetic.
+template <bool HasRef, class Layout, class Views, class Grad>
+__global__ void __launch_bounds__(block_threads, 3)
+    clipped_policy_rows_kernel(Layout layout, Views v, Grad grad,
+                               rlcore::detail::policy_params<float> p,
+                               rlcore::detail::policy_token_sums* block_sums) {
+  using block_reduce = cub::BlockReduce<rlcore::detail::policy_token_sums, block_threads>;
+  __shared__ typename block_reduce::TempStorage block_storage;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const index_t rows = layout.rows();
+  rlcore::detail::policy_token_sums sums{};
+  for (index_t i = static_cast<index_t>(blockIdx.x) * policy_warps_per_block + warp; i < rows;
+       i += static_cast<index_t>(gridDim.x) * policy_warps_per_block) {
+    const index_t len = layout.row_length(i);
+    prefetch_policy_row(layout, v, i, len, lane);
+    float weight = static_cast<float>(p.weights.scale);
+    if (p.weights.divide_by_row_count) {
+      int count = 0;
+      for (index_t t = lane; t < len; t += 32) {
+        count += layout.valid(i, t) ? 1 : 0;
+      }
+      for (int offset = 16; offset > 0; offset /= 2) {
+        count += __shfl_xor_sync(0xffffffffu, count, offset);
+      }
+      weight = static_cast<float>(p.weights.row_weight(static_cast<double>(count)));
+    }
+    clipped_row_sums row;
+    // policy_unroll tokens per lane per step: every load of the step is issued before any
+    // arithmetic (masked slots are loaded too, in bounds, and never used: select, not multiply).
+    for (index_t base = lane; base < len; base += 32 * policy_unroll) {
+      float lp[policy_unroll];
+      float old[policy_unroll];
+      float advantage[policy_unroll];
+      float ref[policy_unroll];
+      bool valid[policy_unroll];
+#pragma unroll
+      for (int u = 0; u < policy_unroll; ++u) {
+        const index_t t = base + 32 * u;
+        valid[u] = false;
+        if (t < len) {
+          valid[u] = layout.valid(i, t);
+          lp[u] = v.log_probs(i, t);
+          old[u] = v.old_log_probs(i, t);
+          advantage[u] = v.advantages(i, t);
+          if constexpr (HasRef) {
+            ref[u] = static_cast<float>(v.ref_log_probs(i, t));
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < policy_unroll; ++u) {
+        const index_t t = base + 32 * u;
+        if (t >= len) {
+          continue;
+        }
+        if (!valid[u]) {
+          grad(i, t) = 0.0f;
+          continue;
+        }
+        const float raw_delta = lp[u] - old[u];
+        const math::clamped_value<float> delta = math::clamp_log_ratio(raw_delta, p.clamp);
+        const math::surrogate_term<float> term = math::clipped_surrogate(
+            delta.value, advantage[u], p.eps_low, p.eps_high, p.dual_clip, p.delta_clip);
+        float gradient = weight * term.gradient * delta.gate;
+        row.policy_loss += weight * term.value;
+        if constexpr (HasRef) {
+          math::value_and_gradient<float> kl =
+              math::kl_estimate(p.kl, lp[u] - ref[u], raw_delta, p.clamp);
+          if (p.kl_output_clamp) {
+            kl = math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
+          }
+          row.kl_value += kl.value;
+          row.kl_loss += weight * p.kl_beta * kl.value;
+          gradient += weight * p.kl_beta * kl.gradient;
+        }
+        grad(i, t) = gradient;
+        row.valid += 1.0f;
+        row.clipped_low += term.clipped_low ? 1.0f : 0.0f;
+        row.clipped_high += term.clipped_high ? 1.0f : 0.0f;
+        row.dual_clipped += term.dual_clipped ? 1.0f : 0.0f;
+        row.neg_delta -= raw_delta;
+        row.advantage += advantage[u];
+        row.advantage_sq += advantage[u] * advantage[u];
+      }
+    }
+    row.add_to(sums);
+  }
+  const auto total = block_reduce(block_storage).Reduce(sums, accumulate_op{});
+  if (threadIdx.x == 0) {
+    block_sums[blockIdx.x] = total;
+  }
+}
+
+} // namespace rlcore::cuda::detail

@@ -1,0 +1,315 @@
+// Logits kernels: token log-probs and entropy from bf16 / fp16 / fp32 logits against a double
+// CPU reference written here from the definitions (lp = z_id/tau - logsumexp(z/tau),
+// H = -sum p log p), exact vocabulary tails (32001, 129920, 151936, 152064), misaligned rows,
+// masked rows never read, bad ids reported; the fused GRPO-from-logits forward + backward against
+// the CPU grpo_objective chained with d lp / dz = (onehot - p) / tau, in place, deterministic.
+#include "cuda_test_util.cuh"
+
+#include <rlcore/backend/cuda/logits.cuh>
+
+#include <cmath>
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <limits>
+
+using rlcore::device_space;
+using rlcore::index_t;
+using namespace rlcore_test;
+
+namespace {
+
+rlcore::device_context ctx{};
+
+template <class T>
+T to_logit(float x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16_rn(x);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __float2half_rn(x);
+  } else {
+    return x;
+  }
+}
+template <class T>
+double from_logit(T x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return double(__bfloat162float(x));
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return double(__half2float(x));
+  } else {
+    return double(x);
+  }
+}
+
+/// Double reference of one row: log-softmax values and entropy at temperature tau.
+struct row_reference {
+  std::vector<double> log_p;
+  double entropy = 0;
+};
+template <class T>
+row_reference reference_row(const T* row, index_t vocab, double tau) {
+  double m = -std::numeric_limits<double>::infinity();
+  for (index_t j = 0; j < vocab; ++j) {
+    m = std::max(m, from_logit(row[j]) / tau);
+  }
+  double s = 0;
+  for (index_t j = 0; j < vocab; ++j) {
+    s += std::exp(from_logit(row[j]) / tau - m);
+  }
+  const double lse = m + std::log(s);
+  row_reference out;
+  out.log_p.resize(vocab);
+  for (index_t j = 0; j < vocab; ++j) {
+    out.log_p[j] = from_logit(row[j]) / tau - lse;
+    out.entropy -= std::exp(out.log_p[j]) * out.log_p[j];
+  }
+  return out;
+}
+
+template <class T>
+std::vector<T> random_logits(std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  std::vector<T> out(n);
+  for (auto& x : out) {
+    x = to_logit<T>(dist(rng));
+  }
+  return out;
+}
+
+template <class T>
+void check_token_log_probs(index_t vocab, index_t pad, double tau) {
+  INFO("vocab ", vocab, " pad ", pad, " tau ", tau, " bytes ", sizeof(T));
+  const index_t rows = 5;
+  const index_t stride = vocab + pad; // pad = 0 and odd vocab: rows are not 16-byte aligned
+  const index_t offset = 1;           // the first row starts one element past an aligned address
+  auto host = random_logits<T>(offset + rows * stride, vocab * 7 + pad);
+  auto in_vocab = [&](index_t id) {
+    return std::int64_t{std::max<index_t>(0, std::min(id, vocab - 1))};
+  };
+  const std::vector<std::int64_t> ids{0, vocab - 1, vocab / 2, in_vocab(3), in_vocab(vocab - 2)};
+  const std::vector<std::uint8_t> mask{1, 1, 0, 1, 1};
+  // Row 2 is masked: poison it (never read).
+  for (index_t j = 0; j < vocab; ++j) {
+    host[offset + 2 * stride + j] = to_logit<T>(std::numeric_limits<float>::quiet_NaN());
+  }
+  thrust::device_vector<T> d(host.begin(), host.end());
+  const auto dids = to_device(ids);
+  const auto dmask = to_device(mask);
+  thrust::device_vector<float> lp(rows, -99.0f);
+  thrust::device_vector<float> h(rows, -99.0f);
+  const rlcore::matrix_view<const T, device_space> logits{
+      thrust::raw_pointer_cast(d.data()) + offset, rows, vocab, stride, 1};
+  rlcore::cuda::token_log_probs(
+      logits, thrust::raw_pointer_cast(dids.data()), thrust::raw_pointer_cast(dmask.data()),
+      thrust::raw_pointer_cast(lp.data()), thrust::raw_pointer_cast(h.data()), tau, ctx);
+  const auto lp_h = to_host(lp);
+  const auto h_h = to_host(h);
+  for (index_t r = 0; r < rows; ++r) {
+    if (mask[r] == 0) {
+      CHECK(lp_h[r] == 0.0f);
+      CHECK(h_h[r] == 0.0f);
+      continue;
+    }
+    const auto ref = reference_row(host.data() + offset + r * stride, vocab, tau);
+    // fp32 accumulation over ~1e5 terms: ~1e-6 relative on logsumexp (|lp| ~ 10).
+    CHECK(std::abs(lp_h[r] - ref.log_p[ids[r]])
+          <= 2e-5 * std::max(1.0, std::abs(ref.log_p[ids[r]])));
+    CHECK(std::abs(h_h[r] - ref.entropy) <= 2e-5 * std::max(1.0, ref.entropy));
+  }
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("token log-probs and entropy: exact for every vocabulary tail", T, __nv_bfloat16,
+                   __half, float) {
+  for (index_t vocab : {index_t{32001}, index_t{129920}, index_t{151936}, index_t{152064}}) {
+    check_token_log_probs<T>(vocab, 0, 1.0);
+  }
+  check_token_log_probs<T>(1, 0, 1.0);      // one-token vocabulary: lp = 0, H = 0
+  check_token_log_probs<T>(7, 0, 1.0);      // shorter than one vector
+  check_token_log_probs<T>(32001, 15, 0.7); // padded rows, temperature
+}
+
+TEST_CASE("token log-probs: ids outside [0, V) are reported, never read") {
+  const index_t vocab = 1000;
+  auto host = random_logits<float>(3 * vocab, 5);
+  thrust::device_vector<float> d(host.begin(), host.end());
+  const auto ids = to_device(std::vector<int>{3, 1000, -1});
+  thrust::device_vector<float> lp(3);
+  const rlcore::matrix_view<const float, device_space> logits{thrust::raw_pointer_cast(d.data()), 3,
+                                                              vocab, vocab, 1};
+  check_invalid(
+      [&] {
+        rlcore::cuda::token_log_probs<float, int>(logits, thrust::raw_pointer_cast(ids.data()),
+                                                  nullptr, thrust::raw_pointer_cast(lp.data()),
+                                                  nullptr, 1.0, ctx);
+      },
+      "token_ids", "expected ids in [0, V = 1000), got 1000 at logits row 1");
+  check_invalid(
+      [&] {
+        rlcore::cuda::token_log_probs<float, int>(logits, thrust::raw_pointer_cast(ids.data()),
+                                                  nullptr, thrust::raw_pointer_cast(lp.data()),
+                                                  nullptr, 0.0, ctx);
+      },
+      "temperature", "expected a finite temperature > 0");
+  std::size_t bytes = 0;
+  rlcore::cuda::token_log_probs<float, int>(nullptr, bytes, logits, nullptr, nullptr, nullptr,
+                                            nullptr, 1.0, nullptr);
+  CHECK(bytes == rlcore::cuda::token_log_probs_temp_bytes);
+}
+
+namespace {
+
+/// Fused GRPO from logits vs the CPU: lp from the double reference, the CPU grpo_objective (the
+/// generic algorithm, double) for the loss and d loss / d lp, chained through (onehot - p) / tau.
+template <class T>
+void check_fused_grpo(index_t vocab, bool in_place, double tau) {
+  INFO("vocab ", vocab, " in_place ", in_place, " bytes ", sizeof(T));
+  const index_t n = 3;
+  const index_t t_len = 4;
+  const index_t slots = n * t_len;
+  auto host = random_logits<T>(slots * vocab, 99 + vocab);
+  std::vector<std::uint8_t> mask{1, 1, 1, 0, 1, 0, 1, 1, 1, 1, 1, 1};
+  std::vector<int> ids(slots);
+  for (index_t r = 0; r < slots; ++r) {
+    ids[r] = static_cast<int>((r * 7919) % vocab);
+  }
+  ids[1] = static_cast<int>(vocab - 1);
+  std::vector<double> lp_ref(slots, 0.0);
+  std::vector<row_reference> refs(slots);
+  for (index_t r = 0; r < slots; ++r) {
+    refs[r] = reference_row(host.data() + r * vocab, vocab, tau);
+    lp_ref[r] = refs[r].log_p[ids[r]];
+  }
+  // old / ref near lp so that some ratios clip and some do not.
+  auto noise = uniform<float>(2 * slots, -0.4, 0.4, 3);
+  std::vector<float> old(slots);
+  std::vector<float> ref(slots);
+  for (index_t r = 0; r < slots; ++r) {
+    old[r] = static_cast<float>(lp_ref[r] + noise[r]);
+    ref[r] = static_cast<float>(lp_ref[r] + noise[slots + r]);
+  }
+  const auto adv = uniform<float>(slots, -1.5, 1.5, 4);
+
+  // CPU reference: the generic grpo_objective in double.
+  const auto hlayout = rlcore::padded(rlcore::make_matrix_view(mask.data(), n, t_len));
+  std::vector<double> old_d(old.begin(), old.end());
+  std::vector<double> ref_d(ref.begin(), ref.end());
+  std::vector<double> adv_d(adv.begin(), adv.end());
+  std::vector<double> grad_lp(slots);
+  auto grad_view = rlcore::make_matrix_view(grad_lp.data(), n, t_len);
+  const auto expected =
+      rlcore::grpo_objective(hlayout, rlcore::make_matrix_view(lp_ref.data(), n, t_len),
+                             rlcore::make_matrix_view(old_d.data(), n, t_len),
+                             rlcore::make_matrix_view(ref_d.data(), n, t_len),
+                             rlcore::make_matrix_view(adv_d.data(), n, t_len), grad_view);
+
+  thrust::device_vector<T> d(host.begin(), host.end());
+  thrust::device_vector<T> dgrad(in_place ? 0 : slots * vocab);
+  const auto dmask = to_device(mask);
+  const auto dids = to_device(ids);
+  const auto dold = to_device(old);
+  const auto dref = to_device(ref);
+  const auto dadv = to_device(adv);
+  thrust::device_vector<float> dlp(slots, -7.0f);
+  T* grad_ptr =
+      in_place ? thrust::raw_pointer_cast(d.data()) : thrust::raw_pointer_cast(dgrad.data());
+  const auto layout = rlcore::cuda::padded(
+      rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(dmask.data()), n, t_len));
+  auto mat = [&](const auto& v) {
+    return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(v.data()), n, t_len);
+  };
+  rlcore::logits_options logits_opts;
+  logits_opts.temperature = tau;
+  const auto result = rlcore::cuda::grpo_loss_from_logits(
+      layout,
+      rlcore::matrix_view<const T, device_space>{thrust::raw_pointer_cast(d.data()), slots, vocab,
+                                                 vocab, 1},
+      mat(dids), mat(dold), mat(dref), mat(dadv),
+      rlcore::matrix_view<T, device_space>{grad_ptr, slots, vocab, vocab, 1}, {}, logits_opts, ctx,
+      thrust::raw_pointer_cast(dlp.data()));
+
+  CHECK(std::abs(result.loss - expected.loss) <= 1e-5 * std::max(1.0, std::abs(expected.loss)));
+  CHECK(result.metrics.valid_tokens == expected.metrics.valid_tokens);
+  CHECK(result.metrics.clip_fraction == expected.metrics.clip_fraction);
+  const auto lp_dev = to_host(dlp);
+  std::vector<T> grad_dev(slots * vocab);
+  thrust::copy(in_place ? d.begin() : dgrad.begin(), in_place ? d.end() : dgrad.end(),
+               grad_dev.begin());
+  const double out_eps = sizeof(T) == 2 ? (std::is_same_v<T, __half> ? 1e-3 : 8e-3) : 2e-5;
+  double worst = 0;
+  for (index_t r = 0; r < slots; ++r) {
+    if (mask[r] == 0) {
+      CHECK(lp_dev[r] == 0.0f);
+      bool zero = true;
+      for (index_t j = 0; j < vocab; ++j) {
+        zero = zero && from_logit(grad_dev[r * vocab + j]) == 0.0;
+      }
+      CHECK(zero);
+      continue;
+    }
+    CHECK(std::abs(lp_dev[r] - lp_ref[r]) <= 2e-5 * std::max(1.0, std::abs(lp_ref[r])));
+    double scale = 1e-30;
+    double err = 0;
+    for (index_t j = 0; j < vocab; ++j) {
+      const double p = std::exp(refs[r].log_p[j]);
+      const double g = grad_lp[r] * ((j == ids[r] ? 1.0 : 0.0) - p) / tau;
+      scale = std::max(scale, std::abs(g));
+      err = std::max(err, std::abs(from_logit(grad_dev[r * vocab + j]) - g));
+    }
+    worst = std::max(worst, err / scale);
+  }
+  CHECK(worst <= out_eps);
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("fused GRPO from logits: loss, lp and d loss / d logits match the CPU", T,
+                   __nv_bfloat16, __half, float) {
+  check_fused_grpo<T>(32001, false, 1.0);
+  check_fused_grpo<T>(151936, false, 1.0);
+  check_fused_grpo<T>(1031, true, 0.8); // in place over the logits
+}
+
+TEST_CASE("fused GRPO from logits: bitwise repeatable") {
+  const index_t slots = 64;
+  const index_t vocab = 5003;
+  auto host = random_logits<float>(slots * vocab, 1);
+  thrust::device_vector<float> d(host.begin(), host.end());
+  thrust::device_vector<float> g1(slots * vocab);
+  thrust::device_vector<float> g2(slots * vocab);
+  const auto ids = to_device(std::vector<int>(slots, 17));
+  const auto old = to_device(uniform<float>(slots, -9, -8, 2));
+  const auto ref = to_device(uniform<float>(slots, -9, -8, 3));
+  const auto adv = to_device(uniform<float>(slots, -1, 1, 4));
+  const auto layout = rlcore::cuda::padded_unmasked(8, 8);
+  auto mat = [&](const auto& v) {
+    return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(v.data()), 8, 8);
+  };
+  const rlcore::matrix_view<const float, device_space> logits{thrust::raw_pointer_cast(d.data()),
+                                                              slots, vocab, vocab, 1};
+  const auto r1 = rlcore::cuda::grpo_loss_from_logits(
+      layout, logits, mat(ids), mat(old), mat(ref), mat(adv),
+      rlcore::matrix_view<float, device_space>{thrust::raw_pointer_cast(g1.data()), slots, vocab,
+                                               vocab, 1},
+      {}, {}, ctx);
+  const auto r2 = rlcore::cuda::grpo_loss_from_logits(
+      layout, logits, mat(ids), mat(old), mat(ref), mat(adv),
+      rlcore::matrix_view<float, device_space>{thrust::raw_pointer_cast(g2.data()), slots, vocab,
+                                               vocab, 1},
+      {}, {}, ctx);
+  CHECK(std::memcmp(&r1.loss, &r2.loss, sizeof(double)) == 0);
+  CHECK(bitwise_equal(to_host(g1), to_host(g2)));
+  const auto bad_ids = to_device(std::vector<int>(slots, 5003));
+  check_invalid(
+      [&] {
+        (void)rlcore::cuda::grpo_loss_from_logits(
+            layout, logits, mat(bad_ids), mat(old), mat(ref), mat(adv),
+            rlcore::matrix_view<float, device_space>{thrust::raw_pointer_cast(g1.data()), slots,
+                                                     vocab, vocab, 1},
+            {}, {}, ctx);
+      },
+      "token_ids", "expected ids in [0, V = 5003), got 5003 at logits row 0");
+}
