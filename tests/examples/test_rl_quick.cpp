@@ -6,6 +6,8 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -46,7 +48,10 @@ rl_options tiny_options() {
 
 TEST_CASE("quick demo (GRPO outcome): the mean reward rises") {
   demo_options options = quick_options();
-  options.out_dir = (std::filesystem::temp_directory_path() / "rlcore_arithmetic_quick").string();
+  // One directory per process: a sanitizer build may run the same test at the same time.
+  options.out_dir = (std::filesystem::temp_directory_path()
+                     / ("rlcore_arithmetic_quick_" + std::to_string(::getpid())))
+                        .string();
   std::ostringstream log;
   const auto summaries = run_demo(options, log);
   INFO(log.str());
