@@ -24,6 +24,7 @@
 #include <ctime>
 #include <random>
 #include <stdexcept>
+#include <type_traits>
 
 namespace arith {
 
@@ -272,12 +273,16 @@ rl_result train_rl(const transformer<float>& sft, const std::vector<problem>& tr
         po.eps_low = options.clip_eps;
         po.eps_high = options.clip_eps;
         po.kl_beta = options.beta; // k3 by default
-        obj = rlcore::policy_objective(layout,
-                                       rlcore::policy_inputs{.log_probs = view(lp),
-                                                             .old_log_probs = view(old_lp),
-                                                             .advantages = view(advantages),
-                                                             .ref_log_probs = view(ref_lp)},
-                                       view(grad_lp), rlcore::none, po);
+        // Template arguments spelled out: clang 14 has no CTAD for aggregates.
+        const auto lp_view = view(lp), old_view = view(old_lp), adv_view = view(advantages),
+                   ref_view = view(ref_lp);
+        using token_view = std::remove_const_t<decltype(lp_view)>;
+        const rlcore::policy_inputs<token_view, token_view, token_view, token_view> inputs{
+            .log_probs = lp_view,
+            .old_log_probs = old_view,
+            .advantages = adv_view,
+            .ref_log_probs = ref_view};
+        obj = rlcore::policy_objective(layout, inputs, view(grad_lp), rlcore::none, po);
       } else {
         rlcore::grpo_options go;
         go.eps = options.clip_eps;
