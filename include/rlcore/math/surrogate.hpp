@@ -29,31 +29,33 @@ struct surrogate_term {
 ///   dual clip (dual_clip > 0, meant > 1, applies when A < 0): l = min(l, -dual_clip * A).
 /// d l / d delta = -A * ratio where the unclipped branch is taken (and ratio < delta_clip when the
 /// delta clip is on), 0 where a clip is active.
+/// Takes the ratio exp(delta) itself (callers that need it elsewhere compute it once); written with
+/// selects only, so that a loop over tokens vectorises.
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD surrogate_term<T>
+clipped_surrogate_of_ratio(T ratio, T advantage, T eps_low, T eps_high, T dual_clip, T delta_clip) {
+  const bool delta_clip_active = (delta_clip > T(0)) & (ratio > delta_clip);
+  const T unclipped_ratio = select(delta_clip_active, delta_clip, ratio);
+  const T unclipped = -advantage * unclipped_ratio;
+  const T clipped = -advantage * clamp(ratio, T(1) - eps_low, T(1) + eps_high);
+  const bool clip_wins = clipped > unclipped; // ties keep the unclipped branch
+  const T value = select(clip_wins, clipped, unclipped);
+  const T gradient = select(clip_wins | delta_clip_active, T(0), -advantage * ratio);
+  const T floor_value = -dual_clip * advantage;
+  const bool dual_clipped = (dual_clip > T(0)) & (advantage < T(0)) & (value > floor_value);
+  const bool clipped_low = clip_wins & (ratio < T(1) - eps_low);
+  const bool clipped_high = clip_wins & (ratio > T(1) + eps_high);
+  return {select(dual_clipped, floor_value, value), select(dual_clipped, T(0), gradient),
+          clipped_low, clipped_high, dual_clipped};
+}
+
+/// The clipped surrogate of the (clamped) log-ratio delta: clipped_surrogate_of_ratio(exp(delta),
+/// ...); see there for the formula and gradient.
 template <real T>
 RLCORE_DETAIL_FORCE_INLINE RLCORE_HD surrogate_term<T>
 clipped_surrogate(T delta, T advantage, T eps_low, T eps_high, T dual_clip, T delta_clip) {
-  const T ratio = exp(delta);
-  const bool delta_clip_active = delta_clip > T(0) && ratio > delta_clip;
-  const T unclipped_ratio = delta_clip_active ? delta_clip : ratio;
-  const T unclipped = -advantage * unclipped_ratio;
-  const T clipped = -advantage * clamp(ratio, T(1) - eps_low, T(1) + eps_high);
-  surrogate_term<T> term{unclipped, delta_clip_active ? T(0) : -advantage * ratio, false, false,
-                         false};
-  if (clipped > unclipped) {
-    term.value = clipped;
-    term.gradient = T(0);
-    term.clipped_low = ratio < T(1) - eps_low;
-    term.clipped_high = ratio > T(1) + eps_high;
-  }
-  if (dual_clip > T(0) && advantage < T(0)) {
-    const T floor_value = -dual_clip * advantage;
-    if (term.value > floor_value) {
-      term.value = floor_value;
-      term.gradient = T(0);
-      term.dual_clipped = true;
-    }
-  }
-  return term;
+  return clipped_surrogate_of_ratio(exp_vectorizable(delta), advantage, eps_low, eps_high,
+                                    dual_clip, delta_clip);
 }
 
 /// SAPO soft gate: l = -A * (4 / tau) * sigmoid(tau * (ratio - 1)), tau = tau_pos if A > 0 else

@@ -16,6 +16,9 @@
 #include "../policy_options.hpp"
 #include "token_args.hpp"
 
+#include <cstdint>
+#include <utility>
+
 namespace rlcore::detail {
 
 /// Option values in the compute type T, copied into the functors (device-copyable).
@@ -144,6 +147,86 @@ struct policy_row_pass {
   }
 };
 
+/// Pointer to element (i, t0) of a bound per-token view when the row is contiguous from there
+/// (column / flat stride 1), else null; null for an absent view.
+template <class View>
+RLCORE_DETAIL_FORCE_INLINE auto* contiguous_row(const View& view, index_t i, index_t t0) {
+  if constexpr (!is_present<View>) {
+    return static_cast<const float*>(nullptr);
+  } else {
+    using pointer = decltype(&view(i, t0));
+    if constexpr (requires { view.flat.stride; }) {
+      return view.flat.stride == 1 ? &view(i, t0) : pointer(nullptr);
+    } else {
+      return view.col_stride == 1 ? &view(i, t0) : pointer(nullptr);
+    }
+  }
+}
+
+/// Whether a layout has a mask to read (true for a layout type other than padded / packed, so
+/// that its tokens are read one by one through valid()).
+template <class Layout>
+RLCORE_DETAIL_FORCE_INLINE bool layout_has_mask(const Layout& layout) {
+  if constexpr (requires { layout.mask.data; }) {
+    return layout.mask.data != nullptr;
+  } else {
+    return true;
+  }
+}
+
+/// Pointer to the mask of token (i, t0) when the layout has a mask that is contiguous along the
+/// row, else null.
+template <class Layout>
+RLCORE_DETAIL_FORCE_INLINE auto* contiguous_mask_row(const Layout& layout, index_t i, index_t t0) {
+  if constexpr (!requires { layout.mask.data; }) {
+    return static_cast<const unsigned char*>(nullptr);
+  } else {
+    using pointer = const typename Layout::mask_type*;
+    if (layout.mask.data == nullptr) {
+      return pointer(nullptr);
+    }
+    if constexpr (Layout::is_packed) {
+      return layout.mask.stride == 1 ? layout.mask.data + layout.row_begin(i) + t0
+                                     : pointer(nullptr);
+    } else {
+      return layout.mask.col_stride == 1 ? &layout.mask(i, t0) : pointer(nullptr);
+    }
+  }
+}
+
+/// The local arrays of one host chunk of the token pass (inputs gathered, gradients to scatter).
+template <class T>
+struct policy_token_chunk {
+  static constexpr index_t width = 16;
+  T valid[width]; ///< 1 or 0
+  T lp[width], old[width], advantage[width], ref[width], entropy[width];
+  T weight[width]; ///< the token's aggregation weight
+  T grad[width], grad_entropy[width];
+};
+
+/// The host chunked path's metric sums: one lane per chunk slot (summed in slot order at the
+/// end), sums in double, token counts in 32-bit integers (the path is only taken when a lane
+/// cannot overflow); the entropy and KL lanes exist only when those inputs are given.
+template <index_t W, bool HasRef, bool HasEntropy>
+struct policy_token_lanes {
+  double policy_loss[W];
+  double neg_delta[W], advantage[W], advantage_sq[W];
+  double kl_value[HasRef ? W : 1], kl_loss[HasRef ? W : 1];
+  double entropy[HasEntropy ? W : 1], entropy_loss[HasEntropy ? W : 1];
+  std::int32_t valid[W];
+  std::int32_t clipped_low[W], clipped_high[W], dual_clipped[W];
+  std::int32_t entropy_kept[HasEntropy ? W : 1];
+};
+
+/// A token pass whose host chunked body has the KL estimator fixed to k3 (no output clamp).
+template <class Pass>
+struct policy_token_pass_k3 : Pass {
+  RLCORE_DETAIL_FORCE_INLINE void host_compute(typename Pass::host_chunk& c,
+                                               typename Pass::host_lanes& l, index_t k) const {
+    this->template host_compute_impl<true>(c, l, k);
+  }
+};
+
 /// Token pass: loss terms, gradients and metric sums of one token slot.
 template <class T, class Layout, class Views, class Grad, class GradEntropy>
 struct policy_token_pass {
@@ -191,8 +274,8 @@ struct policy_token_pass {
     math::surrogate_term<T> term{T(0), T(0), false, false, false};
     switch (p.loss) {
     case policy_loss::clipped:
-      term = math::clipped_surrogate(delta.value, advantage, p.eps_low, p.eps_high, p.dual_clip,
-                                     p.delta_clip);
+      term = math::clipped_surrogate_of_ratio(math::exp_vectorizable(delta.value), advantage,
+                                              p.eps_low, p.eps_high, p.dual_clip, p.delta_clip);
       policy_value = term.value;
       policy_gradient = weight * token_factor * term.gradient * delta.gate;
       break;
@@ -247,11 +330,12 @@ struct policy_token_pass {
 
     // KL penalty
     if constexpr (is_present<decltype(v.ref_log_probs)>) {
-      math::value_and_gradient<T> kl =
-          math::kl_estimate(p.kl, lp - T(v.ref_log_probs(i, t)), raw_delta, p.clamp);
-      if (p.kl_output_clamp) {
-        kl = math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
+      T ratio = T(1);
+      if (p.kl == kl_estimator::k3_importance) {
+        ratio = math::exp_vectorizable(delta.value);
       }
+      const math::value_and_gradient<T> kl =
+          kl_term(lp - T(v.ref_log_probs(i, t)), ratio, delta.gate);
       s.kl_value = kl.value;
       s.kl_loss = double(weight) * double(p.kl_beta) * double(kl.value);
       gradient += weight * p.kl_beta * kl.gradient;
@@ -278,6 +362,228 @@ struct policy_token_pass {
     s.importance_weight = is_weight.value;
     s.importance_corrected = is_weight.corrected ? 1 : 0;
     s.entropy_kept = kept ? 1 : 0;
+    return s;
+  }
+
+  /// The KL estimate of one token (output clamp applied when on); ratio and gate as
+  /// math::kl_estimate_of_ratio.
+  RLCORE_DETAIL_FORCE_INLINE RLCORE_HD math::value_and_gradient<T> kl_term(T lp_minus_ref, T ratio,
+                                                                           T ratio_gate) const {
+    math::value_and_gradient<T> kl =
+        math::kl_estimate_of_ratio(p.kl, lp_minus_ref, ratio, ratio_gate, p.clamp);
+    const math::value_and_gradient<T> clamped =
+        math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
+    return {math::select(p.kl_output_clamp, clamped.value, kl.value),
+            math::select(p.kl_output_clamp, clamped.gradient, kl.gradient)};
+  }
+
+  // Host chunked path (execution_context<host_space>::reduce_tokens): the clipped surrogate
+  // without importance correction, W token slots at a time. load/store move a slot between the
+  // views and the chunk's local arrays; compute is the per-slot body over those arrays only
+  // (selects, no branches, no calls), so the host loop over a chunk vectorises; the metric sums
+  // go to W double lanes summed in a fixed order by finish. Same formulas as operator().
+  static constexpr bool has_ref = is_present<decltype(std::declval<Views>().ref_log_probs)>;
+  static constexpr bool has_entropy = is_present<decltype(std::declval<Views>().entropy)>;
+  using host_chunk = policy_token_chunk<T>;
+  using host_lanes = policy_token_lanes<host_chunk::width, has_ref, has_entropy>;
+
+  [[nodiscard]] bool host_chunk_enabled() const {
+    // a 32-bit count lane sees at most token_slots / width + 1 tokens
+    constexpr index_t max_slots = index_t(2147483647) * (host_chunk::width - 1);
+    return p.loss == policy_loss::clipped && p.is_level == importance_level::none
+           && layout.token_slots() <= max_slots;
+  }
+
+  RLCORE_DETAIL_FORCE_INLINE void host_load(host_chunk& c, index_t k, index_t i, index_t t) const {
+    c.valid[k] = layout.valid(i, t) ? T(1) : T(0);
+    c.lp[k] = T(v.log_probs(i, t));
+    c.old[k] = T(v.old_log_probs(i, t));
+    c.advantage[k] = T(v.advantages(i, t));
+    if constexpr (has_ref) {
+      c.ref[k] = T(v.ref_log_probs(i, t));
+    }
+    if constexpr (has_entropy) {
+      c.entropy[k] = T(v.entropy(i, t));
+    }
+    c.weight[k] = T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0));
+  }
+
+  /// host_load of the `width` slots t0 .. t0 + width - 1 of row i: one copy loop per input (it
+  /// vectorises) when every view is contiguous along the row, else token by token.
+  RLCORE_DETAIL_FORCE_INLINE void host_load_full(host_chunk& c, index_t i, index_t t0) const {
+    constexpr index_t width = host_chunk::width;
+    const auto* lp = contiguous_row(v.log_probs, i, t0);
+    const auto* old = contiguous_row(v.old_log_probs, i, t0);
+    const auto* advantage = contiguous_row(v.advantages, i, t0);
+    const auto* ref = contiguous_row(v.ref_log_probs, i, t0);
+    const auto* entropy = contiguous_row(v.entropy, i, t0);
+    const auto* mask = contiguous_mask_row(layout, i, t0);
+    const bool contiguous = lp != nullptr && old != nullptr && advantage != nullptr
+                            && (!has_ref || ref != nullptr) && (!has_entropy || entropy != nullptr)
+                            && (mask != nullptr || !layout_has_mask(layout));
+    if (!contiguous) {
+      for (index_t k = 0; k < width; ++k) {
+        host_load(c, k, i, t0 + k);
+      }
+      return;
+    }
+    const T weight = T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0));
+    for (index_t k = 0; k < width; ++k) {
+      c.lp[k] = T(lp[k]);
+      c.old[k] = T(old[k]);
+      c.advantage[k] = T(advantage[k]);
+      c.weight[k] = weight;
+    }
+    if constexpr (has_ref) {
+      for (index_t k = 0; k < width; ++k) {
+        c.ref[k] = T(ref[k]);
+      }
+    }
+    if constexpr (has_entropy) {
+      for (index_t k = 0; k < width; ++k) {
+        c.entropy[k] = T(entropy[k]);
+      }
+    }
+    if (mask != nullptr) {
+      using mask_type = std::remove_cvref_t<decltype(*mask)>;
+      for (index_t k = 0; k < width; ++k) {
+        c.valid[k] = mask[k] != mask_type(0) ? T(1) : T(0);
+      }
+    } else {
+      for (index_t k = 0; k < width; ++k) {
+        c.valid[k] = T(1);
+      }
+    }
+  }
+
+  /// host_store of the `width` slots t0 .. t0 + width - 1 of row i (one copy loop when the
+  /// outputs are contiguous along the row).
+  RLCORE_DETAIL_FORCE_INLINE void host_store_full(const host_chunk& c, index_t i,
+                                                  index_t t0) const {
+    constexpr index_t width = host_chunk::width;
+    auto* grad = contiguous_row(grad_log_probs, i, t0);
+    auto* grad_h = contiguous_row(grad_entropy, i, t0);
+    if (grad == nullptr || (is_present<GradEntropy> && grad_h == nullptr)) {
+      for (index_t k = 0; k < width; ++k) {
+        host_store(c, k, i, t0 + k);
+      }
+      return;
+    }
+    using grad_type = std::remove_cvref_t<decltype(*grad)>;
+    for (index_t k = 0; k < width; ++k) {
+      grad[k] = grad_type(c.grad[k]);
+    }
+    if constexpr (is_present<GradEntropy>) {
+      using grad_entropy_type = std::remove_cvref_t<decltype(*grad_h)>;
+      for (index_t k = 0; k < width; ++k) {
+        grad_h[k] = grad_entropy_type(c.grad_entropy[k]);
+      }
+    }
+  }
+
+  RLCORE_DETAIL_FORCE_INLINE void host_load_padding(host_chunk& c, index_t k) const {
+    c.valid[k] = T(0);
+    c.lp[k] = c.old[k] = c.advantage[k] = c.ref[k] = c.entropy[k] = c.weight[k] = T(0);
+  }
+
+  RLCORE_DETAIL_FORCE_INLINE void host_compute(host_chunk& c, host_lanes& l, index_t k) const {
+    host_compute_impl<false>(c, l, k);
+  }
+
+  /// Runs `run` on this functor, or on a copy whose host_compute is specialised for the options
+  /// at compile time (k3 without output clamp: no selects over the estimator in the loop).
+  using host_specialised = policy_token_pass_k3<policy_token_pass>;
+  [[nodiscard]] bool host_specialised_applies() const {
+    return p.kl == kl_estimator::k3 && !p.kl_output_clamp;
+  }
+
+  /// host_compute; K3Only: the KL term is k3 without output clamp (else any estimator by selects).
+  template <bool K3Only>
+  RLCORE_DETAIL_FORCE_INLINE void host_compute_impl(host_chunk& c, host_lanes& l, index_t k) const {
+    using math::select;
+    const bool valid = c.valid[k] != T(0);
+    // A masked slot's inputs are replaced by 0 (they may be inf or NaN), so every term below is
+    // finite; its outputs and sums are then selected to exactly 0 (never multiplied by a mask).
+    const T lp = select(valid, c.lp[k], T(0));
+    const T advantage = select(valid, c.advantage[k], T(0));
+    const T weight = c.weight[k];
+    const T raw_delta = lp - select(valid, c.old[k], T(0)); // 0 when masked
+    const math::clamped_value<T> delta = math::clamp_log_ratio(raw_delta, p.clamp);
+    const T ratio = math::exp_vectorizable(delta.value);
+    const math::surrogate_term<T> term = math::clipped_surrogate_of_ratio(
+        ratio, advantage, p.eps_low, p.eps_high, p.dual_clip, p.delta_clip);
+    bool kept = true;
+    T entropy = T(0);
+    if constexpr (has_entropy) {
+      entropy = select(valid, c.entropy[k], T(0));
+      kept = !p.entropy_mask | (entropy >= p.entropy_threshold);
+    }
+    const bool counted = valid & kept;
+    T gradient = weight * select(counted, term.gradient * delta.gate, T(0));
+    // weight * 1 * value, as operator() computes it (token factor 1 when kept, else 0)
+    l.policy_loss[k] += double(weight) * double(select(counted, term.value, T(0)));
+    if constexpr (has_ref) {
+      const T ref = select(valid, c.ref[k], T(0));
+      math::value_and_gradient<T> kl{};
+      if constexpr (K3Only) {
+        kl = math::kl_estimate_k3(lp - ref, p.clamp);
+      } else {
+        kl = kl_term(lp - ref, ratio, delta.gate);
+      }
+      gradient += weight * p.kl_beta * kl.gradient;
+      const double kl_value = double(select(valid, kl.value, T(0)));
+      l.kl_value[k] += kl_value;
+      l.kl_loss[k] += double(weight) * double(p.kl_beta) * kl_value;
+    }
+    c.grad[k] = select(valid, gradient, T(0));
+    if constexpr (has_entropy) {
+      c.grad_entropy[k] = select(valid, -weight * p.entropy_coef, T(0));
+      l.entropy[k] += double(entropy);
+      l.entropy_loss[k] += -double(weight) * double(p.entropy_coef) * double(entropy);
+      l.entropy_kept[k] += counted ? 1 : 0;
+    }
+    l.valid[k] += valid ? 1 : 0;
+    l.clipped_low[k] += (valid & term.clipped_low) ? 1 : 0;
+    l.clipped_high[k] += (valid & term.clipped_high) ? 1 : 0;
+    l.dual_clipped[k] += (valid & term.dual_clipped) ? 1 : 0;
+    l.neg_delta[k] -= double(raw_delta);
+    l.advantage[k] += double(advantage);
+    l.advantage_sq[k] += double(advantage) * double(advantage);
+  }
+
+  RLCORE_DETAIL_FORCE_INLINE void host_store(const host_chunk& c, index_t k, index_t i,
+                                             index_t t) const {
+    grad_log_probs(i, t) = c.grad[k];
+    if constexpr (is_present<GradEntropy>) {
+      grad_entropy(i, t) = c.grad_entropy[k];
+    }
+  }
+
+  [[nodiscard]] policy_token_sums host_finish(const host_lanes& l) const {
+    policy_token_sums s;
+    for (index_t k = 0; k < host_chunk::width; ++k) {
+      s.policy_loss += l.policy_loss[k];
+      s.valid += double(l.valid[k]);
+      s.clipped_low += double(l.clipped_low[k]);
+      s.clipped_high += double(l.clipped_high[k]);
+      s.dual_clipped += double(l.dual_clipped[k]);
+      s.neg_delta += l.neg_delta[k];
+      s.advantage += l.advantage[k];
+      s.advantage_sq += l.advantage_sq[k];
+      if constexpr (has_ref) {
+        s.kl_loss += l.kl_loss[k];
+        s.kl_value += l.kl_value[k];
+      }
+      if constexpr (has_entropy) {
+        s.entropy_loss += l.entropy_loss[k];
+        s.entropy += l.entropy[k];
+        s.entropy_kept += double(l.entropy_kept[k]);
+      }
+    }
+    if constexpr (!has_entropy) {
+      s.entropy_kept = s.valid; // no entropy mask without entropy: every valid token kept
+    }
+    s.importance_weight = s.valid; // no importance correction on this path: weight 1 per token
     return s;
   }
 
