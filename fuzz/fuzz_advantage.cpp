@@ -195,7 +195,8 @@ void fuzz_grpo(FuzzedDataProvider& in, const batch& b, const Layout& layout, con
     const auto gsize = static_cast<double>(size);
     // Rounding of the mean, relative (eps64) and absolute (denormal scores), over the divisor.
     const double tolerance =
-        64 * gsize * (eps64 * group_max_abs(scores, begin, end) + denorm_min) / denom;
+        64 * gsize * (eps64 * group_max_abs(scores, begin, end) + denorm_min) / denom
+        + 64 * gsize * denorm_min;
     check(std::fabs(sum) <= tolerance, "grpo group advantages sum to 0", sum);
     if (o.scaling == rlcore::grpo_scaling::group) {
       const double bound = unbiased ? (gsize - 1) / std::sqrt(gsize) : std::sqrt(gsize - 1);
