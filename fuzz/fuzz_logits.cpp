@@ -4,10 +4,12 @@
 // under nonfinite_logits_policy::propagate), and the layout form with NaN logits in masked rows.
 // Invariants: log-probs <= 0 and finite; 0 <= entropy <= log V; KL >= 0 and finite; gradient rows
 // finite and summing to 0 (softmax gradients are orthogonal to the all-ones vector); masked slots
-// get exactly 0 and a zero gradient row.
+// get exactly 0 and a zero gradient row. The policy loss from logits (every loss form, KL and
+// entropy bonus) gives a finite loss and finite, zero-sum gradient rows.
 #include "batch.hpp"
 
 #include <rlcore/objective/logits.hpp>
+#include <rlcore/objective/logits_policy.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -214,11 +216,61 @@ void fuzz_layout_form(FuzzedDataProvider& in) {
   });
 }
 
+// The policy loss straight from logits: every loss form, KL and entropy bonus; loss finite,
+// gradient rows finite and summing to 0, masked rows (NaN logits) zero.
+void fuzz_policy_from_logits(FuzzedDataProvider& in) {
+  const auto b = rlcore_fuzz::random_batch(in);
+  const auto vocab = in.ConsumeIntegralInRange<index_t>(1, 24);
+  const auto slots = static_cast<index_t>(b.mask.size());
+  auto z = random_logits<float>(in, static_cast<std::size_t>(slots * vocab), 1e4);
+  std::vector<std::int64_t> ids(b.mask.size());
+  for (std::size_t k = 0; k < ids.size(); ++k) {
+    ids[k] = in.ConsumeIntegralInRange<index_t>(0, vocab - 1);
+    if (b.mask[k] == 0) {
+      for (index_t j = 0; j < vocab; ++j) {
+        z[k * static_cast<std::size_t>(vocab) + static_cast<std::size_t>(j)] =
+            std::numeric_limits<float>::quiet_NaN();
+      }
+    }
+  }
+  auto old = rlcore_fuzz::finite_values(in, b.mask.size(), 1e4);
+  auto adv = rlcore_fuzz::finite_values(in, b.mask.size(), 1e4);
+  auto ref = rlcore_fuzz::finite_values(in, b.mask.size(), 1e4);
+  rlcore::policy_options o;
+  o.loss = in.PickValueInArray({rlcore::policy_loss::clipped, rlcore::policy_loss::gspo,
+                                rlcore::policy_loss::gmpo, rlcore::policy_loss::cispo,
+                                rlcore::policy_loss::sapo, rlcore::policy_loss::reinforce});
+  o.kl_beta = in.PickValueInArray({0.0, 0.04});
+  o.entropy_coef = in.PickValueInArray({0.0, 0.01});
+  rlcore::logits_options lo;
+  lo.temperature = in.PickValueInArray({1.0, 0.5, 2.0});
+  rlcore_fuzz::with_layout(b, [&](const auto& layout, const auto&, auto make) {
+    const auto logits = rlcore::make_matrix_view(z.data(), slots, vocab);
+    std::vector<float> grad(z.size(), 3.0f);
+    auto grad_view = rlcore::make_matrix_view(grad.data(), slots, vocab);
+    const auto r = rlcore::policy_loss_from_logits(layout, logits, make(ids), make(old), make(adv),
+                                                   make(ref), grad_view, o, lo);
+    check(std::isfinite(r.loss), "policy loss from logits finite", r.loss);
+    std::vector<double> scale(b.mask.size(), 0.0);
+    for (std::size_t k = 0; k < b.mask.size(); ++k) {
+      // |d loss / d lp| <= |A| e^20 (clamped ratio) + beta e^20 + coef-scaled entropy terms.
+      scale[k] = (std::fabs(adv[k]) + 1) * std::exp(20.0) * (2 + std::log(double(vocab))) / 0.5;
+      for (index_t j = 0; j < vocab; ++j) {
+        const float x = grad[k * static_cast<std::size_t>(vocab) + static_cast<std::size_t>(j)];
+        if (b.mask[k] == 0) {
+          check(x == 0.0f, "masked logits row gradient 0", x);
+        }
+      }
+    }
+    check_gradient_rows(grad, slots, vocab, scale, "policy-from-logits gradient finite");
+  });
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
-  switch (in.ConsumeIntegralInRange<int>(0, 4)) {
+  switch (in.ConsumeIntegralInRange<int>(0, 5)) {
   case 0:
     fuzz_token<float>(in);
     break;
@@ -231,8 +283,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   case 3:
     fuzz_kl<double>(in);
     break;
-  default:
+  case 4:
     fuzz_layout_form(in);
+    break;
+  default:
+    fuzz_policy_from_logits(in);
     break;
   }
   return 0;
