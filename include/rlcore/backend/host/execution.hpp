@@ -135,11 +135,12 @@ struct execution_context<host_space> {
         if (n == width) {
           f.host_load_full(chunk, i, t0);
         } else {
-          for (index_t k = 0; k < n; ++k) {
-            f.host_load(chunk, k, i, t0 + k);
-          }
-          for (index_t k = n; k < width; ++k) {
-            f.host_load_padding(chunk, k);
+          for (index_t k = 0; k < width; ++k) {
+            if (k < n) {
+              f.host_load(chunk, k, i, t0 + k);
+            } else {
+              f.host_load_padding(chunk, k);
+            }
           }
         }
         RLCORE_DETAIL_INDEPENDENT_ITERATIONS

@@ -197,7 +197,7 @@ RLCORE_DETAIL_FORCE_INLINE auto* contiguous_mask_row(const Layout& layout, index
 /// The local arrays of one host chunk of the token pass (inputs gathered, gradients to scatter).
 template <class T>
 struct policy_token_chunk {
-  static constexpr index_t width = 16;
+  static constexpr index_t width = 32;
   T valid[width]; ///< 1 or 0
   T lp[width], old[width], advantage[width], ref[width], entropy[width];
   T weight[width]; ///< the token's aggregation weight
