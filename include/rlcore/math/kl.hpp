@@ -115,14 +115,6 @@ RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T> kl_k3(T x) {
   return {select(abs(x) < T(0.25), series, closed), T(1) - e};
 }
 
-/// The k3 estimator of x = lp - ref clamped to [-c, c]: value k3(x), gradient k3'(x) * gate.
-template <real T>
-RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T> kl_estimate_k3(T lp_minus_ref, T clamp) {
-  const clamped_value<T> x = clamp_log_ratio(lp_minus_ref, clamp);
-  const value_and_gradient<T> k3 = kl_k3(x.value);
-  return {k3.value, k3.gradient * x.gate};
-}
-
 /// KL estimator value and gradient with respect to lp, given the importance ratio of
 /// k3_importance already computed (the policy surrogate's ratio):
 ///   lp_minus_ref  x = lp - ref (unclamped)
@@ -148,7 +140,6 @@ kl_estimate_of_ratio(kl_estimator estimator, T lp_minus_ref, T ratio, T ratio_ga
   value = select(use_k2, T(0.5) * x.value * x.value, value);
   value = select(importance, importance_value, value);
   T gradient = select(estimator == kl_estimator::k3, k3.gradient * x.gate, x.gate); // k1: gate
-  // (the k3 case equals kl_estimate_k3, the form the host's fixed-estimator loop uses)
   gradient = select(use_abs, sign(x.value) * x.gate, gradient);
   gradient = select(use_k2 | straight_through, x.value * x.gate, gradient);
   gradient =

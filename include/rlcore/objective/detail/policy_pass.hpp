@@ -218,15 +218,6 @@ struct policy_token_lanes {
   std::int32_t entropy_kept[HasEntropy ? W : 1];
 };
 
-/// A token pass whose host chunked body has the KL estimator fixed to k3 (no output clamp).
-template <class Pass>
-struct policy_token_pass_k3 : Pass {
-  RLCORE_DETAIL_FORCE_INLINE void host_compute(typename Pass::host_chunk& c,
-                                               typename Pass::host_lanes& l, index_t k) const {
-    this->template host_compute_impl<true>(c, l, k);
-  }
-};
-
 /// Token pass: loss terms, gradients and metric sums of one token slot.
 template <class T, class Layout, class Views, class Grad, class GradEntropy>
 struct policy_token_pass {
@@ -487,19 +478,6 @@ struct policy_token_pass {
   }
 
   RLCORE_DETAIL_FORCE_INLINE void host_compute(host_chunk& c, host_lanes& l, index_t k) const {
-    host_compute_impl<false>(c, l, k);
-  }
-
-  /// Runs `run` on this functor, or on a copy whose host_compute is specialised for the options
-  /// at compile time (k3 without output clamp: no selects over the estimator in the loop).
-  using host_specialised = policy_token_pass_k3<policy_token_pass>;
-  [[nodiscard]] bool host_specialised_applies() const {
-    return p.kl == kl_estimator::k3 && !p.kl_output_clamp;
-  }
-
-  /// host_compute; K3Only: the KL term is k3 without output clamp (else any estimator by selects).
-  template <bool K3Only>
-  RLCORE_DETAIL_FORCE_INLINE void host_compute_impl(host_chunk& c, host_lanes& l, index_t k) const {
     using math::select;
     const bool valid = c.valid[k] != T(0);
     // A masked slot's inputs are replaced by 0 (they may be inf or NaN), so every term below is
@@ -524,12 +502,7 @@ struct policy_token_pass {
     l.policy_loss[k] += double(weight) * double(select(counted, term.value, T(0)));
     if constexpr (has_ref) {
       const T ref = select(valid, c.ref[k], T(0));
-      math::value_and_gradient<T> kl{};
-      if constexpr (K3Only) {
-        kl = math::kl_estimate_k3(lp - ref, p.clamp);
-      } else {
-        kl = kl_term(lp - ref, ratio, delta.gate);
-      }
+      const math::value_and_gradient<T> kl = kl_term(lp - ref, ratio, delta.gate);
       gradient += weight * p.kl_beta * kl.gradient;
       const double kl_value = double(select(valid, kl.value, T(0)));
       l.kl_value[k] += kl_value;
