@@ -159,6 +159,8 @@ __global__ void minimal_bytes_kernel(const float* lp, const float* old, const fl
 
 } // namespace
 
+#include "bench_logits.cuh"
+
 int main(int argc, char** argv) {
   const char* json_path = nullptr;
   const char* only = "";
@@ -346,69 +348,9 @@ int main(int argc, char** argv) {
     record("  GAE one thread per sequence (reference point)", ms_naive, bytes);
   }
 
-  // --- logits: bf16 16 x 1024 x 152064 (4.98 GB) ------------------------------------------------
+  // --- logits: bf16 16 x 1024 x 152064 (4.98 GB), bench_logits.cuh -----------------------------
   if (wanted("logits")) {
-    const index_t rows = quick ? 2048 : 16 * 1024;
-    const index_t vocab = 152064;
-    const index_t elements = rows * vocab;
-    __nv_bfloat16* logits = nullptr;
-    __nv_bfloat16* grad = nullptr;
-    CHECK_CUDA(cudaMalloc(&logits, std::size_t(elements) * 2));
-    CHECK_CUDA(cudaMalloc(&grad, std::size_t(elements) * 2));
-    ctx.for_each(elements, fill_bf16{logits, 7u});
-    thrust::device_vector<int> ids(rows);
-    ctx.for_each(rows, fill_ids{thrust::raw_pointer_cast(ids.data()), vocab});
-    thrust::device_vector<float> lp(rows), h(rows);
-    const rlcore::matrix_view<const __nv_bfloat16, device_space> view{logits, rows, vocab, vocab,
-                                                                      1};
-    std::size_t temp_bytes = 0;
-    rlcore::cuda::token_log_probs<__nv_bfloat16, int>(nullptr, temp_bytes, view, nullptr, nullptr,
-                                                      nullptr, nullptr, 1.0, ctx.stream);
-    auto temp = ctx.allocate<unsigned char>(static_cast<index_t>(temp_bytes));
-    const double read_bytes = 2.0 * double(elements);
-    const double ms_fwd = time_ms(
-        [&](int) {
-          rlcore::cuda::token_log_probs<__nv_bfloat16, int>(
-              temp.data(), temp_bytes, view, thrust::raw_pointer_cast(ids.data()), nullptr,
-              thrust::raw_pointer_cast(lp.data()), thrust::raw_pointer_cast(h.data()), 1.0,
-              ctx.stream);
-        },
-        quick ? 3 : 10);
-    record("log-probs + entropy from bf16 logits 16x1024x152064 (fwd)", ms_fwd, read_bytes,
-           "floor = one read of the logits");
-
-    // Fused GRPO from logits: per-token old / ref / advantages and a 16 x 1024 padded layout.
-    const index_t n = rows / 1024;
-    thrust::device_vector<float> old(rows), ref(rows), adv(rows);
-    ctx.for_each(rows, fill_uniform{thrust::raw_pointer_cast(old.data()), -13, -11, 3u});
-    ctx.for_each(rows, fill_uniform{thrust::raw_pointer_cast(ref.data()), -13, -11, 4u});
-    ctx.for_each(rows, fill_uniform{thrust::raw_pointer_cast(adv.data()), -1, 1, 5u});
-    thrust::device_vector<std::uint8_t> mask(rows);
-    ctx.for_each(rows, fill_mask{thrust::raw_pointer_cast(mask.data()), 1024});
-    const auto layout = rlcore::cuda::padded(
-        rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(mask.data()), n, 1024));
-    auto m = [&](auto& x) {
-      return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(x.data()), n, 1024);
-    };
-    const rlcore::matrix_view<__nv_bfloat16, device_space> grad_view{grad, rows, vocab, vocab, 1};
-    const double ms_fused = time_ms(
-        [&](int) {
-          (void)rlcore::cuda::grpo_loss_from_logits(layout, view, m(ids), m(old), m(ref), m(adv),
-                                                    grad_view, {}, {}, ctx);
-        },
-        quick ? 2 : 5, 1);
-    record("fused GRPO from bf16 logits 16x1024x152064 (fwd+bwd)", ms_fused, 2.0 * read_bytes,
-           "floor = one read + one write of the logits");
-    const rlcore::matrix_view<__nv_bfloat16, device_space> in_place{logits, rows, vocab, vocab, 1};
-    const double ms_in_place = time_ms(
-        [&](int) {
-          (void)rlcore::cuda::grpo_loss_from_logits(layout, view, m(ids), m(old), m(ref), m(adv),
-                                                    in_place, {}, {}, ctx);
-        },
-        quick ? 2 : 5, 1);
-    record("  same, d logits written in place over the logits", ms_in_place, 2.0 * read_bytes);
-    CHECK_CUDA(cudaFree(logits));
-    CHECK_CUDA(cudaFree(grad));
+    bench_logits(ctx, quick);
   }
 
   if (json_path != nullptr) {
