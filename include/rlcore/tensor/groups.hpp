@@ -62,25 +62,45 @@ concept group_layout = requires(const G& g, index_t i) {
   { g.end(i) } -> std::convertible_to<index_t>;
 };
 
+/// How a group layout is checked against N sequences: `validate(function, groups, N)` throws
+/// rlcore::invalid_argument naming `groups` when the layout does not cover exactly N sequences and
+/// returns the number of groups. Uniform groups and host offsets are handled here; the CUDA
+/// backend (backend/cuda/layout.cuh) specialises it for device offsets. A class template rather
+/// than overloads, so that a backend's specialisation is found whatever the include order.
+template <class Groups>
+struct group_validation; // no definition: not a group layout rlcore knows how to check
+
+template <>
+struct group_validation<uniform_groups> {
+  static index_t validate(const char* function, const uniform_groups& groups,
+                          index_t num_sequences) {
+    detail::require(groups.size >= 1, function, "groups", "expected group size G >= 1, got ",
+                    groups.size);
+    detail::require(num_sequences % groups.size == 0, function, "groups",
+                    "group size G = ", groups.size,
+                    " does not divide the number of sequences N = ", num_sequences);
+    return num_sequences / groups.size;
+  }
+};
+
+template <class Offset>
+struct group_validation<offset_groups<Offset, host_space>> {
+  static index_t validate(const char* function, const offset_groups<Offset, host_space>& groups,
+                          index_t num_sequences) {
+    detail::validate_host_offsets(function, "groups", groups.offsets);
+    const auto last = static_cast<index_t>(groups.offsets[groups.offsets.size - 1]);
+    detail::require(last == num_sequences, function, "groups",
+                    "expected the last group offset to equal N = ", num_sequences, ", got ", last);
+    return groups.offsets.size - 1;
+  }
+};
+
 namespace detail {
 
 /// Checks a group layout against N sequences; returns the number of groups.
-inline index_t validate_groups(const char* function, const uniform_groups& groups,
-                               index_t num_sequences) {
-  require(groups.size >= 1, function, "groups", "expected group size G >= 1, got ", groups.size);
-  require(num_sequences % groups.size == 0, function, "groups", "group size G = ", groups.size,
-          " does not divide the number of sequences N = ", num_sequences);
-  return num_sequences / groups.size;
-}
-
-template <class Offset>
-index_t validate_groups(const char* function, const offset_groups<Offset, host_space>& groups,
-                        index_t num_sequences) {
-  validate_host_offsets(function, "groups", groups.offsets);
-  const auto last = static_cast<index_t>(groups.offsets[groups.offsets.size - 1]);
-  require(last == num_sequences, function, "groups",
-          "expected the last group offset to equal N = ", num_sequences, ", got ", last);
-  return groups.offsets.size - 1;
+template <class Groups>
+index_t validate_groups(const char* function, const Groups& groups, index_t num_sequences) {
+  return group_validation<Groups>::validate(function, groups, num_sequences);
 }
 
 } // namespace detail

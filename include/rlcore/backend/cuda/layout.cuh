@@ -141,19 +141,20 @@ auto group_offsets(const O& offsets, cudaStream_t stream = nullptr) {
 
 } // namespace rlcore::cuda
 
-namespace rlcore::detail {
+namespace rlcore {
 
-/// validate_groups for groups over device offsets (the host overload would read device memory):
-/// validated on the device, then offsets[num_groups] == N. Include this header before the
-/// generic algorithms so that their qualified call finds this overload.
+/// Groups over device offsets (the host check would read device memory): the offsets are
+/// validated on the device, then offsets[num_groups] == N.
 template <class Offset>
-index_t validate_groups(const char* function, const offset_groups<Offset, device_space>& groups,
-                        index_t num_sequences) {
-  const index_t last =
-      cuda::detail::validate_device_offsets(function, "groups", groups.offsets, nullptr);
-  require(last == num_sequences, function, "groups",
-          "expected the last group offset to equal N = ", num_sequences, ", got ", last);
-  return groups.offsets.size - 1;
-}
+struct group_validation<offset_groups<Offset, device_space>> {
+  static index_t validate(const char* function, const offset_groups<Offset, device_space>& groups,
+                          index_t num_sequences) {
+    const index_t last =
+        cuda::detail::validate_device_offsets(function, "groups", groups.offsets, nullptr);
+    detail::require(last == num_sequences, function, "groups",
+                    "expected the last group offset to equal N = ", num_sequences, ", got ", last);
+    return groups.offsets.size - 1;
+  }
+};
 
-} // namespace rlcore::detail
+} // namespace rlcore
