@@ -135,3 +135,47 @@ TEST_CASE("full_kl_from_logits: huge float logits stay finite") {
     CHECK(std::isfinite(v));
   }
 }
+
+TEST_CASE("full_kl_from_logits_backward: finite in float for finite extreme inputs (fuzz case)") {
+  // Fuzzing found it: float reference logits near the bf16 maximum make log q_j reach -float max
+  // (floored), so the bracket log p_j - log q_j - KL is ~1e38 where p_j is not small; g * p_j *
+  // bracket / tau then overflowed to +-inf for |g| > 1 or tau < 1. The gradient now saturates at
+  // +-float max, keeping the sign of the exact value.
+  const float big = 3.3895314e38F;
+  // p = softmax(0, 0, 1); q puts all its mass on j = 0, log q_1 and log q_2 are ~ -2 big / tau.
+  const std::vector<float> z{0.0F, 0.0F, 1.0F};
+  const std::vector<float> ref{big, -big, -big};
+  const auto zv = rlcore::make_matrix_view(z.data(), 1, 3);
+  const auto rv = rlcore::make_matrix_view(ref.data(), 1, 3);
+  for (const double tau : {1.0, 0.25}) {
+    for (const float g : {1e4F, -1e4F, 2.0F}) {
+      INFO("tau ", tau, " g ", g);
+      rlcore::logits_options options;
+      options.temperature = tau;
+      std::vector<float> kl(1);
+      rlcore::full_kl_from_logits(zv, rv, kl, options);
+      CHECK(std::isfinite(kl[0]));
+      CHECK(kl[0] >= 1e38F);
+      const std::vector<float> gv{g};
+      std::vector<float> grad(3, 7.0F);
+      rlcore::full_kl_from_logits_backward(zv, rv, gv, rlcore::make_matrix_view(grad.data(), 1, 3),
+                                           options);
+      for (float v : grad) {
+        CHECK(std::isfinite(v));
+      }
+      // Exact signs: j = 0 has log p_0 - log q_0 - KL ~ -KL < 0; j = 2 has ~ +KL / p_... > 0.
+      CHECK((grad[0] < 0.0F) == (g > 0.0F));
+      CHECK((grad[2] > 0.0F) == (g > 0.0F));
+      // Accumulating onto a gradient already at +-float max stays finite.
+      options.accumulate_gradient = true;
+      for (const float start : {3.4e38F, -3.4e38F}) {
+        std::vector<float> acc(3, start);
+        rlcore::full_kl_from_logits_backward(zv, rv, gv, rlcore::make_matrix_view(acc.data(), 1, 3),
+                                             options);
+        for (float v : acc) {
+          CHECK(std::isfinite(v));
+        }
+      }
+    }
+  }
+}

@@ -44,6 +44,27 @@ RLCORE_HD constexpr T finite_max() {
   }
 }
 
+/// x clamped to [-finite_max, finite_max] (inf saturates, NaN propagates).
+template <real T>
+RLCORE_HD inline T saturate(T x) {
+  return clamp(x, -finite_max<T>(), finite_max<T>());
+}
+
+/// x as an output element of type E, saturated to E's finite range when E is a real type (a
+/// double gradient stored into float, or an accumulated sum, never becomes +-inf).
+template <class E, real Acc>
+RLCORE_HD inline E saturating_cast(Acc x) {
+  if constexpr (real<E>) {
+    if constexpr (sizeof(E) < sizeof(Acc)) {
+      return static_cast<E>(clamp(x, Acc(-finite_max<E>()), Acc(finite_max<E>())));
+    } else {
+      return static_cast<E>(saturate(x));
+    }
+  } else {
+    return static_cast<E>(x);
+  }
+}
+
 /// d = (z - m) * inv_temperature, the temperature-scaled logit shifted by the row maximum m
 /// (z <= m), floored at -finite_max so that it stays finite when z - m overflows. NaN propagates.
 template <real T>
@@ -191,7 +212,8 @@ RLCORE_HD inline T token_log_prob_logit_grad(T log_p, bool is_target, T grad_log
 
 /// Writes (accumulate == false) or adds (accumulate == true) to out(j), j < V, the gradient of
 /// g_lp * log p_id + g_entropy * H w.r.t. the row's logits (token_log_prob_logit_grad). Each out(j)
-/// is written after row(j) is read, so out may alias row (in-place backward).
+/// is written after row(j) is read, so out may alias row (in-place backward). Stored with
+/// saturating_cast: an accumulated sum never overflows to +-inf.
 template <real Acc, class Row, class Out>
 RLCORE_HD inline void row_token_log_prob_grad(const Row& row, index_t vocab, index_t target,
                                               const softmax_partial<Acc>& stats,
@@ -205,7 +227,7 @@ RLCORE_HD inline void row_token_log_prob_grad(const Row& row, index_t vocab, ind
         log_softmax_from(static_cast<Acc>(row(j)), stats.max, log_sum, inv_temperature);
     const Acc g = token_log_prob_logit_grad(log_p, j == target, grad_log_prob, grad_entropy,
                                             entropy, inv_temperature);
-    out(j) = accumulate ? static_cast<E>(static_cast<Acc>(out(j)) + g) : static_cast<E>(g);
+    out(j) = saturating_cast<E>(accumulate ? static_cast<Acc>(out(j)) + g : g);
   }
 }
 
@@ -239,17 +261,21 @@ RLCORE_HD inline Acc row_full_kl(const Row& row, const softmax_partial<Acc>& p_s
 }
 
 /// Gradient of g * KL(pi || ref) w.r.t. policy logit z_j: g p_j (log p_j - log q_j - KL) / tau,
-/// 0 where p_j == 0, the bracket clamped to +-finite_max.
+/// 0 where p_j == 0, the bracket clamped to +-finite_max and the result saturated at +-finite_max.
+/// Why saturate: with logits near the bf16 maximum, log q_j is floored at -finite_max, so p_j *
+/// bracket reaches ~finite_max / 2 for p_j ~ 1/2 and the factor g / tau (|g| > 1 or tau < 1) made
+/// it overflow to +-inf although every input is finite. Every factor is finite, so the product is
+/// finite or +-inf (never NaN) and saturating it keeps the exact sign.
 template <real T>
 RLCORE_HD inline T full_kl_logit_grad(T log_p, T log_q, T kl, T grad_kl, T inv_temperature) {
   const T p = exp(log_p);
-  const T bracket = clamp(clamp(log_p - log_q, -finite_max<T>(), finite_max<T>()) - kl,
-                          -finite_max<T>(), finite_max<T>());
-  return p > T(0) ? inv_temperature * (grad_kl * (p * bracket)) : T(0);
+  const T bracket = saturate(saturate(log_p - log_q) - kl);
+  return p > T(0) ? saturate(inv_temperature * (grad_kl * (p * bracket))) : T(0);
 }
 
 /// Writes or adds to out(j), j < V, the gradient of g * KL(pi || ref) w.r.t. the policy logits of
-/// one row (full_kl_logit_grad). out may alias row.
+/// one row (full_kl_logit_grad), saturated to out's finite range (saturating_cast). out may alias
+/// row.
 template <real Acc, class Row, class RefRow, class Out>
 RLCORE_HD inline void row_full_kl_grad(const Row& row, const softmax_partial<Acc>& p_stats,
                                        const RefRow& ref_row, const softmax_partial<Acc>& q_stats,
@@ -264,7 +290,7 @@ RLCORE_HD inline void row_full_kl_grad(const Row& row, const softmax_partial<Acc
     const Acc log_q =
         log_softmax_from(static_cast<Acc>(ref_row(j)), q_stats.max, log_sum_q, inv_temperature);
     const Acc g = full_kl_logit_grad(log_p, log_q, kl, grad_kl, inv_temperature);
-    out(j) = accumulate ? static_cast<E>(static_cast<Acc>(out(j)) + g) : static_cast<E>(g);
+    out(j) = saturating_cast<E>(accumulate ? static_cast<Acc>(out(j)) + g : g);
   }
 }
 

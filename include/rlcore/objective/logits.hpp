@@ -6,6 +6,7 @@
 // The scalar and per-row formulas, shared with the CUDA kernels: math/softmax.hpp.
 #pragma once
 
+#include "../backend/host/execution.hpp" // the default (host) execution context
 #include "logits_common.hpp"
 #include "logits_kl.hpp"
 #include "logits_token.hpp"
