@@ -84,7 +84,8 @@ RLCORE_HD constexpr index_t token_slot(const Layout& layout, index_t i, index_t 
   }
 }
 
-/// out(i, t) = valid(i, t) ? per_sequence[i] : 0 (a select: masked tokens get exactly 0).
+/// out(i, t) = valid(i, t) ? per_sequence[i] : 0 (a select: masked tokens get exactly 0); values
+/// beyond the output type's range saturate (math::finite_cast).
 template <class Layout, class Out, class Values>
 struct broadcast_to_tokens {
   Layout layout;
@@ -92,7 +93,8 @@ struct broadcast_to_tokens {
   Values per_sequence;
   RLCORE_HD void operator()(index_t i, index_t t) const {
     using T = typename Out::value_type;
-    out(i, t) = layout.valid(i, t) ? static_cast<T>(per_sequence[i]) : T(0);
+    out(i, t) =
+        layout.valid(i, t) ? math::finite_cast<T>(static_cast<double>(per_sequence[i])) : T(0);
   }
 };
 
@@ -137,26 +139,23 @@ template <class Values>
 struct sequence_second_pass {
   Values values;
   double first_mean;
+  int level; ///< pass 1's unit level
   RLCORE_HD math::moment_sums operator()(index_t i) const {
-    return math::second_pass_term(static_cast<double>(values[i]), first_mean);
+    return math::second_pass_term(static_cast<double>(values[i]), first_mean, level);
   }
 };
 
-/// Mean and std (kind) of a per-sequence vector of n values, two passes through the context.
+/// Mean and std (kind) of a per-sequence vector of n values, two passes through the context
+/// (plain values, saturated, and the same in units: math/stats.hpp).
 template <class Context, class Values>
 math::range_moments_result sequence_moments(const Context& ctx, index_t n, const Values& values,
                                             std_kind kind) {
-  math::range_moments_result r;
   const math::moment_sums pass1 =
       ctx.reduce(n, math::moment_sums{}, sequence_first_pass<Values>{values});
   const double m1 = math::first_mean(pass1);
   const math::moment_sums pass2 =
-      ctx.reduce(n, math::moment_sums{}, sequence_second_pass<Values>{values, m1});
-  r.count = pass1.count;
-  r.mean = math::corrected_mean(m1, pass2);
-  r.stddev = math::sqrt(math::variance(pass2, kind));
-  r.constant = !(r.stddev > 0);
-  return r;
+      ctx.reduce(n, math::moment_sums{}, sequence_second_pass<Values>{values, m1, pass1.level});
+  return math::moments_from_sums(pass1, pass2, kind);
 }
 
 /// Fraction of non-empty groups whose scores are all equal (0 when every group is empty).

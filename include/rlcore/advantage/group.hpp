@@ -58,7 +58,7 @@ struct grpo_group_kernel {
   std_kind kind;
   double eps;
   bool singleton_raw_reward;
-  double batch_std;
+  math::moments_in_units batch; ///< moments of all N scores (batch scaling only)
 
   struct score_at {
     Scores scores;
@@ -68,16 +68,26 @@ struct grpo_group_kernel {
   RLCORE_HD void operator()(index_t g) const {
     const index_t begin = groups.begin(g);
     const index_t end = groups.end(g);
-    math::range_moments_result m = math::range_moments(begin, end, score_at{scores}, kind);
-    double spread = scaling == grpo_scaling::batch ? batch_std : m.stddev;
-    if (end - begin == 1 && singleton_raw_reward) {
-      m.mean = 0.0;
-      spread = 1.0;
-    }
+    // Everything in units (math/stats.hpp): the centred score and the spread share one unit, the
+    // group's or (batch scaling) the batch's, which is never smaller.
+    const math::moments_in_units m = math::range_moments(begin, end, score_at{scores}, kind).units;
+    const bool raw_reward = end - begin == 1 && singleton_raw_reward;
+    const bool use_batch = scaling == grpo_scaling::batch && !raw_reward;
+    const int steps = use_batch ? batch.level - m.level : 0;
+    const math::moments_in_units& unit = use_batch && steps >= 0 ? batch : m;
+    // raw_reward: mean := 0 and std := 1 (1 / u in units)
+    const double spread = raw_reward
+                              ? m.inverse_unit
+                              : (use_batch ? math::to_larger_unit(batch.stddev, -steps) : m.stddev);
+    const bool divide = scaling != grpo_scaling::none;
     using T = typename Out::value_type;
     for (index_t k = begin; k < end; ++k) {
-      out[k] = static_cast<T>(math::standardized_advantage(
-          static_cast<double>(scores[k]), m.mean, spread, eps, scaling != grpo_scaling::none));
+      const auto s = static_cast<double>(scores[k]);
+      const double centred =
+          raw_reward ? m.in_units(s) : math::to_larger_unit(m.centred(s), steps > 0 ? steps : 0);
+      const double a =
+          math::standardized_advantage(centred, 0.0, spread, unit.eps_in_units(eps), divide);
+      out[k] = math::finite_cast<T>(divide ? a : math::from_units(a, unit.unit));
     }
   }
 };
@@ -95,11 +105,14 @@ struct rloo_group_kernel {
   RLCORE_HD void operator()(index_t g) const {
     const index_t begin = groups.begin(g);
     const index_t end = groups.end(g);
-    const auto m = math::range_moments(begin, end, score_at{scores}, std_kind::population);
+    const math::moments_in_units m =
+        math::range_moments(begin, end, score_at{scores}, std_kind::population).units;
     using T = typename Out::value_type;
     for (index_t k = begin; k < end; ++k) {
-      out[k] = static_cast<T>(math::leave_one_out_advantage(static_cast<double>(scores[k]), m.mean,
-                                                            static_cast<double>(end - begin)));
+      // G / (G - 1) (s - mean), formed in units (exact for any finite score), then saturated
+      const double a = math::leave_one_out_advantage(m.centred(static_cast<double>(scores[k])), 0.0,
+                                                     static_cast<double>(end - begin));
+      out[k] = math::finite_cast<T>(math::from_units(a, m.unit));
     }
   }
 };
@@ -122,8 +135,8 @@ struct opo_group_kernel {
   RLCORE_HD void operator()(index_t g) const {
     const index_t begin = groups.begin(g);
     const index_t end = groups.end(g);
-    const double baseline =
-        math::weighted_range_mean(begin, end, score_at{scores}, length_at{lengths});
+    const math::moments_in_units baseline =
+        math::weighted_range_mean_in_units(begin, end, score_at{scores}, length_at{lengths});
     double total_length = 0;
     for (index_t k = begin; k < end; ++k) {
       total_length += static_cast<double>(lengths[k]);
@@ -131,7 +144,10 @@ struct opo_group_kernel {
     using T = typename Out::value_type;
     for (index_t k = begin; k < end; ++k) {
       // A group without valid tokens has no baseline and nothing to train: advantage 0.
-      out[k] = total_length > 0 ? static_cast<T>(static_cast<double>(scores[k]) - baseline) : T(0);
+      // s - b formed in units (accurate for scores near b), then saturated
+      out[k] = total_length > 0 ? math::finite_cast<T>(math::from_units(
+                   baseline.centred(static_cast<double>(scores[k])), baseline.unit))
+                                : T(0);
     }
   }
 };
@@ -175,15 +191,19 @@ struct pass_at_k_group_kernel {
         have_second = true;
       }
     }
-    const double top = static_cast<double>(scores[best]);
-    double spread = 0;
+    const auto top = static_cast<double>(scores[best]);
+    // In units: the group's when dividing by its std, else the one of the larger of top, second.
+    math::moments_in_units m;
     if (divide_by_std) {
-      spread = math::range_moments(begin, end, score_at{scores}, kind).stddev;
+      m = math::range_moments(begin, end, score_at{scores}, kind).units;
+    } else {
+      m = math::units_of_level(math::unit_level_of(math::max(math::abs(top), math::abs(second))));
     }
+    const double a = math::standardized_advantage(m.in_units(top), m.in_units(second), m.stddev,
+                                                  m.eps_in_units(eps), divide_by_std);
+    const T best_value = math::finite_cast<T>(divide_by_std ? a : math::from_units(a, m.unit));
     for (index_t k = begin; k < end; ++k) {
-      out[k] = k == best ? static_cast<T>(
-                   math::standardized_advantage(top, second, spread, eps, divide_by_std))
-                         : T(0);
+      out[k] = k == best ? best_value : T(0);
     }
   }
 };
@@ -225,14 +245,14 @@ grpo_sequence_impl(const char* function, const Scores& sv, const Groups& groups,
   const index_t n = sv.size;
   const index_t num_groups = validate_groups(function, groups, n);
   validate_group_options(function, options);
-  double batch_std = 0;
+  math::moments_in_units batch;
   if (options.scaling == grpo_scaling::batch) {
-    batch_std = sequence_moments(ctx, n, sv, options.std_kind).stddev;
+    batch = sequence_moments(ctx, n, sv, options.std_kind).units;
   }
   ctx.for_each(num_groups,
                grpo_group_kernel<Groups, Scores, Out>{
                    groups, sv, ov, options.scaling, options.std_kind, options.eps,
-                   options.singleton_group == singleton_group_policy::raw_reward, batch_std});
+                   options.singleton_group == singleton_group_policy::raw_reward, batch});
   return group_stats(ctx, num_groups, groups, sv, ov, n);
 }
 

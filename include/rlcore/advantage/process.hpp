@@ -18,13 +18,22 @@ struct grpo_process_options {
 
 namespace detail {
 
+/// Per-sequence copies of the moments of its group's step rewards, in units (math/stats.hpp).
+struct step_moments {
+  int* level;      ///< unit level (set by pass 1)
+  double* mean_hi; ///< pass 1: first mean; pass 2: corrected mean hi
+  double* mean_lo; ///< pass 2: corrected mean lo
+  double* stddev;  ///< pass 2: std in units
+};
+
 /// Pass-1 / pass-2 terms of the step rewards of a row (steps: valid tokens with a step end).
 template <class Layout, class Rewards, class Ends>
 struct step_reward_terms {
   Layout layout;
   Rewards rewards;
   Ends ends;
-  const double* first_mean; ///< per sequence; null for pass 1
+  const int* level;         ///< per sequence; null for pass 1
+  const double* first_mean; ///< per sequence, in units; null for pass 1
   RLCORE_HD bool is_step(index_t i, index_t t) const {
     return layout.valid(i, t) && ends(i, t) != 0;
   }
@@ -32,57 +41,68 @@ struct step_reward_terms {
     if (!is_step(i, t)) {
       return math::moment_sums{};
     }
-    const double r = static_cast<double>(rewards(i, t));
+    const auto r = static_cast<double>(rewards(i, t));
     return first_mean == nullptr ? math::first_pass_term(r)
-                                 : math::second_pass_term(r, first_mean[i]);
+                                 : math::second_pass_term(r, first_mean[i], level[i]);
   }
 };
 
 /// Combines the per-row sums of group g and writes the group's statistic to every member:
-/// pass 1 -> first mean; pass 2 -> corrected mean and std.
+/// pass 1 -> unit level and first mean; pass 2 -> corrected mean (hi + lo) and std, in units.
 template <class Groups>
 struct combine_step_moments {
   Groups groups;
   const math::moment_sums* row_sums;
   bool second_pass;
   std_kind kind;
-  double* mean; ///< in: first mean (pass 2); out: first mean (pass 1) or corrected mean (pass 2)
-  double* stddev;
+  step_moments moments;
   RLCORE_HD void operator()(index_t g) const {
     const index_t begin = groups.begin(g);
     const index_t end = groups.end(g);
     math::moment_sums total;
+    if (second_pass && end > begin) {
+      total.level = moments.level[begin];
+    }
     for (index_t k = begin; k < end; ++k) {
       total += row_sums[k];
     }
     if (!second_pass) {
       const double m1 = math::first_mean(total);
       for (index_t k = begin; k < end; ++k) {
-        mean[k] = m1;
+        moments.level[k] = total.level;
+        moments.mean_hi[k] = m1;
       }
       return;
     }
-    const double m = end > begin ? math::corrected_mean(mean[begin], total) : 0.0;
+    const math::split_mean m = end > begin
+                                   ? math::corrected_split_mean(moments.mean_hi[begin], total)
+                                   : math::split_mean{};
     const double s = math::sqrt(math::variance(total, kind));
     for (index_t k = begin; k < end; ++k) {
-      mean[k] = m;
-      stddev[k] = s;
+      moments.mean_hi[k] = m.hi;
+      moments.mean_lo[k] = m.lo;
+      moments.stddev[k] = s;
     }
   }
 };
 
-/// Suffix sum of normalised step rewards.
+/// Suffix sum of normalised step rewards (r - mean) / (std + eps), formed in the group's units.
 template <class Layout, class Rewards, class Ends>
 struct process_coefficients {
   step_reward_terms<Layout, Rewards, Ends> steps;
-  const double* mean;
+  const double* mean_hi;
+  const double* mean_lo;
   const double* stddev;
+  const int* level;
   double eps;
   RLCORE_HD math::affine_step operator()(index_t i, index_t t) const {
-    return math::suffix_sum_step(
-        steps.is_step(i, t) ? math::standardized_advantage(static_cast<double>(steps.rewards(i, t)),
-                                                           mean[i], stddev[i], eps, true)
-                            : 0.0);
+    if (!steps.is_step(i, t)) {
+      return math::suffix_sum_step(0.0);
+    }
+    const math::moments_in_units units = math::units_of_level(level[i]);
+    const double r = units.in_units(static_cast<double>(steps.rewards(i, t)));
+    return math::suffix_sum_step(math::standardized_advantage(r - mean_hi[i], mean_lo[i], stddev[i],
+                                                              units.eps_in_units(eps), true));
   }
 };
 
@@ -107,21 +127,22 @@ void grpo_process_impl(const Layout& layout, const R& r, const E& ends, const Gr
   const index_t n = layout.rows();
   using terms = step_reward_terms<Layout, R, E>;
   auto row_sums = ctx.template allocate<math::moment_sums>(n);
-  auto mean = ctx.template allocate<double>(n);
+  auto level = ctx.template allocate<int>(n);
+  auto mean_hi = ctx.template allocate<double>(n);
+  auto mean_lo = ctx.template allocate<double>(n);
   auto stddev = ctx.template allocate<double>(n);
-  ctx.reduce_rows(layout, row_sums.data(), terms{layout, r, ends, nullptr});
-  ctx.for_each(num_groups,
-               combine_step_moments<Groups>{groups, row_sums.data(), false, options.std_kind,
-                                            mean.data(), stddev.data()});
-  ctx.reduce_rows(layout, row_sums.data(), terms{layout, r, ends, mean.data()});
-  ctx.for_each(num_groups,
-               combine_step_moments<Groups>{groups, row_sums.data(), true, options.std_kind,
-                                            mean.data(), stddev.data()});
-  ctx.reverse_affine_scan_rows(layout,
-                               process_coefficients<Layout, R, E>{terms{layout, r, ends, nullptr},
-                                                                  mean.data(), stddev.data(),
-                                                                  options.eps},
-                               write_process_advantage<Layout, A>{layout, a});
+  const step_moments moments{level.data(), mean_hi.data(), mean_lo.data(), stddev.data()};
+  ctx.reduce_rows(layout, row_sums.data(), terms{layout, r, ends, nullptr, nullptr});
+  ctx.for_each(num_groups, combine_step_moments<Groups>{groups, row_sums.data(), false,
+                                                        options.std_kind, moments});
+  ctx.reduce_rows(layout, row_sums.data(), terms{layout, r, ends, level.data(), mean_hi.data()});
+  ctx.for_each(num_groups, combine_step_moments<Groups>{groups, row_sums.data(), true,
+                                                        options.std_kind, moments});
+  ctx.reverse_affine_scan_rows(
+      layout,
+      process_coefficients<Layout, R, E>{terms{layout, r, ends, nullptr, nullptr}, mean_hi.data(),
+                                         mean_lo.data(), stddev.data(), level.data(), options.eps},
+      write_process_advantage<Layout, A>{layout, a});
 }
 
 /// Counts violations of the step offsets: offsets[0] == 0, non-decreasing, offsets[N] == steps.

@@ -111,25 +111,31 @@ struct decoupled_group_kernel {
       for (index_t i = begin; i < end; ++i) {
         const double x = static_cast<double>(columns(i, k));
         if (!is_missing(x)) {
-          out[i] += w * math::standardized_advantage(x, m.mean, m.stddev, eps, true);
+          // (x - mean) / (std + eps), formed in units (math/stats.hpp)
+          out[i] += w
+                    * math::standardized_advantage(m.units.centred(x), 0.0, m.units.stddev,
+                                                   m.units.eps_in_units(eps), true);
         }
       }
     }
   }
 };
 
-/// out[i] = (values[i] - mean) / (std + eps), cast to the output type.
+/// out[i] = (values[i] - mean) / (std + eps) (or values[i] - mean), formed in units
+/// (math/stats.hpp), saturated to the output type.
 template <class Values, class Out>
 struct standardize_kernel {
   Values values;
   Out out;
-  double mean;
-  double stddev;
+  math::moments_in_units moments;
   double eps;
   bool divide_by_std;
   RLCORE_HD void operator()(index_t i) const {
-    out[i] = static_cast<typename Out::value_type>(
-        math::standardized_advantage(values[i], mean, stddev, eps, divide_by_std));
+    const double a =
+        math::standardized_advantage(moments.centred(static_cast<double>(values[i])), 0.0,
+                                     moments.stddev, moments.eps_in_units(eps), divide_by_std);
+    out[i] = math::finite_cast<typename Out::value_type>(
+        divide_by_std ? a : math::from_units(a, moments.unit));
   }
 };
 
@@ -250,15 +256,12 @@ void normalized_reward_sum(const Columns& reward_columns, const Weights& weights
   ctx.for_each(num_groups,
                detail::decoupled_group_kernel<Groups, decltype(c), decltype(w), decltype(sum_view)>{
                    groups, c, w, sum_view, options.std_kind, options.eps});
-  double mean = 0;
-  double stddev = 0;
+  math::moments_in_units moments; // mean 0, std 0, unit 1: values unchanged
   if (options.normalize_batch) {
-    const auto m = detail::sequence_moments(ctx, c.rows, sum_view, options.std_kind);
-    mean = m.mean;
-    stddev = m.stddev;
+    moments = detail::sequence_moments(ctx, c.rows, sum_view, options.std_kind).units;
   }
   ctx.for_each(c.rows, detail::standardize_kernel<decltype(sum_view), decltype(out)>{
-                           sum_view, out, mean, stddev, options.eps, options.normalize_batch});
+                           sum_view, out, moments, options.eps, options.normalize_batch});
 }
 
 /// DAPO soft overlong punishment (Yu et al. 2025, eq. 13), per sequence of length L:

@@ -40,27 +40,35 @@ struct whiten_second_pass {
   Layout layout;
   X x;
   double first_mean;
+  int level; ///< pass 1's unit level
   RLCORE_HD math::moment_sums operator()(index_t i, index_t t) const {
-    return layout.valid(i, t) ? math::second_pass_term(static_cast<double>(x(i, t)), first_mean)
-                              : math::moment_sums{};
+    return layout.valid(i, t)
+               ? math::second_pass_term(static_cast<double>(x(i, t)), first_mean, level)
+               : math::moment_sums{};
   }
 };
 
-/// out(i, t) = whitened(in(i, t)) at valid tokens, out(i, t) = 0 at masked ones.
+/// out(i, t) = whitened(in(i, t)) at valid tokens, out(i, t) = 0 at masked ones. Formed in units
+/// u >= 1 (math/stats.hpp): (x / u - mean / u) / sqrt(var / u^2 + eps / u^2), times u for
+/// mean_only, saturated to the output type.
 template <class Layout, class In, class Out>
 struct whiten_write {
   Layout layout;
   In in;
   Out out;
-  double mean;
-  double var;
-  double eps;
+  math::moments_in_units moments; ///< mean (hi + lo) in units
+  double var;                     ///< in units^2
+  double eps;                     ///< in units^2
   bool mean_only;
   RLCORE_HD void operator()(index_t i, index_t t) const {
     using T = typename Out::value_type;
-    out(i, t) = layout.valid(i, t) ? static_cast<T>(
-                    math::whitened(static_cast<double>(in(i, t)), mean, var, eps, mean_only))
-                                   : T(0);
+    if (!layout.valid(i, t)) {
+      out(i, t) = T(0);
+      return;
+    }
+    const double w =
+        math::whitened(moments.centred(static_cast<double>(in(i, t))), 0.0, var, eps, mean_only);
+    out(i, t) = math::finite_cast<T>(mean_only ? math::from_units(w, moments.unit) : w);
   }
 };
 
@@ -81,21 +89,26 @@ template <class Layout, class In, class Out, class Context>
 void whiten_tokens(const char* function, const char* kind_argument, const Layout& layout,
                    const In& in, const Out& out, whiten_kind kind, double eps, const Context& ctx) {
   if (kind == whiten_kind::none) {
-    ctx.for_each_token(layout, whiten_write<Layout, In, Out>{layout, in, out, 0.0, 0.0, 1.0, true});
+    ctx.for_each_token(layout, whiten_write<Layout, In, Out>{layout, in, out, {}, 0.0, 1.0, true});
     return;
   }
-  const math::moment_sums pass1 =
-      ctx.reduce_tokens(layout, math::moment_sums{}, whiten_first_pass<Layout, In>{layout, in});
+  // Units of at least 1, so that eps / u^2 cannot overflow (math/stats.hpp).
+  const math::moment_sums pass1 = math::with_level_at_least(
+      ctx.reduce_tokens(layout, math::moment_sums{}, whiten_first_pass<Layout, In>{layout, in}),
+      math::normal_unit_level);
   require(!(kind == whiten_kind::unbiased && pass1.count == 1), function, kind_argument,
           "unbiased whitening needs at least 2 valid tokens, got 1");
   const double m1 = math::first_mean(pass1);
-  const math::moment_sums pass2 = ctx.reduce_tokens(layout, math::moment_sums{},
-                                                    whiten_second_pass<Layout, In>{layout, in, m1});
-  const double mean = math::corrected_mean(m1, pass2);
+  const math::moment_sums pass2 = ctx.reduce_tokens(
+      layout, math::moment_sums{}, whiten_second_pass<Layout, In>{layout, in, m1, pass1.level});
+  math::moments_in_units moments = math::units_of_level(pass1.level);
+  moments.mean = math::corrected_split_mean(m1, pass2);
   const double var = math::variance(pass2, kind == whiten_kind::population ? std_kind::population
                                                                            : std_kind::unbiased);
-  ctx.for_each_token(layout, whiten_write<Layout, In, Out>{layout, in, out, mean, var, eps,
-                                                           kind == whiten_kind::mean_only});
+  const double eps_in_units = moments.variance_eps_in_units(eps);
+  ctx.for_each_token(layout,
+                     whiten_write<Layout, In, Out>{layout, in, out, moments, var, eps_in_units,
+                                                   kind == whiten_kind::mean_only});
 }
 
 } // namespace detail
