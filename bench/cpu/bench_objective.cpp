@@ -4,6 +4,12 @@
 // as many bytes as the algorithm moves (read + write) / 2, i.e. the same traffic. Each benchmark
 // reports `vs_floor` = its time per call / the floor's time (1.0 = at the bandwidth floor).
 //
+// The fused loss runs with host_context{.threads = 1} and {.threads = 2} (second argument); its
+// floor is the copy with the same number of threads (the bytes split into contiguous slices, one
+// thread each, started per copy as the loss starts its threads per call). `isa` reports the
+// instruction set the host kernels ran with (0 baseline, 1 AVX2, 2 AVX-512); BM_fused_grpo_loss_
+// baseline_isa caps it at the baseline to show what the runtime dispatch brings.
+//
 //   fused GRPO loss   reads lp, old, ref, A (4 x 4 B) + mask (1 B), writes d loss / d lp (4 B)
 //   GAE               reads rewards, values (2 x 4 B) + mask, writes advantages, returns (2 x 4 B)
 //                     (+ an 8 B/token internal next-value buffer written and read)
@@ -20,6 +26,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -64,13 +71,32 @@ struct batch {
   }
 };
 
-// Best-of-5 time of a memcpy of `bytes` bytes (the bandwidth floor of a pass moving 2 * bytes).
-double floor_seconds(std::size_t bytes) {
+// Copies src to dst with `threads` threads (contiguous slices; the calling thread copies one).
+void parallel_copy(const std::vector<char>& src, std::vector<char>& dst, int threads) {
+  const std::size_t bytes = src.size();
+  const auto slice = [&](int k) {
+    const std::size_t begin = bytes * std::size_t(k) / std::size_t(threads);
+    const std::size_t end = bytes * std::size_t(k + 1) / std::size_t(threads);
+    std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
+  };
+  std::vector<std::thread> pool;
+  for (int k = 1; k < threads; ++k) {
+    pool.emplace_back(slice, k);
+  }
+  slice(0);
+  for (std::thread& t : pool) {
+    t.join();
+  }
+}
+
+// Best-of-5 time of a copy of `bytes` bytes with `threads` threads (the bandwidth floor of a pass
+// moving 2 * bytes).
+double floor_seconds(std::size_t bytes, int threads) {
   std::vector<char> src(bytes, 1), dst(bytes, 0);
   double best = 1e30;
   for (int r = 0; r < 5; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    std::memcpy(dst.data(), src.data(), bytes);
+    parallel_copy(src, dst, threads);
     benchmark::DoNotOptimize(dst.data());
     benchmark::ClobberMemory();
     const auto t1 = std::chrono::steady_clock::now();
@@ -79,10 +105,12 @@ double floor_seconds(std::size_t bytes) {
   return best;
 }
 
-// Runs `call` in the benchmark loop, timing each iteration, and reports tokens/s and vs_floor.
+// Runs `call` in the benchmark loop, timing each iteration, and reports tokens/s and vs_floor
+// (against the copy with `threads` threads).
 template <class Call>
-void run(benchmark::State& state, rlcore::index_t tokens, std::size_t bytes_moved, Call&& call) {
-  const double floor = floor_seconds(bytes_moved / 2);
+void run(benchmark::State& state, rlcore::index_t tokens, std::size_t bytes_moved, Call&& call,
+         int threads = 1) {
+  const double floor = floor_seconds(bytes_moved / 2, threads);
   double total = 0;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -94,18 +122,37 @@ void run(benchmark::State& state, rlcore::index_t tokens, std::size_t bytes_move
   state.SetItemsProcessed(state.iterations() * tokens);
   state.counters["vs_floor"] = per_call / floor;
   state.counters["GB/s"] = double(bytes_moved) / per_call / 1e9;
+  state.counters["ns_per_token"] = per_call / double(tokens) * 1e9;
+  state.counters["floor_ns_per_token"] = floor / double(tokens) * 1e9;
 }
 
-void BM_fused_grpo_loss(benchmark::State& state) {
+// The fused GRPO loss with `threads` threads (state.range(1)) and instruction sets up to `isa`.
+void fused_grpo_loss(benchmark::State& state, rlcore::host_isa isa) {
   const auto tokens = static_cast<rlcore::index_t>(state.range(0));
+  rlcore::host_context ctx;
+  ctx.threads = static_cast<int>(state.range(1));
+  ctx.max_isa = isa;
   batch b(tokens);
   auto layout = rlcore::padded(b.view(b.mask));
   const std::size_t bytes = static_cast<std::size_t>(tokens) * (4 * 4 + 1 + 4);
-  run(state, tokens, bytes, [&] {
-    const auto r = rlcore::grpo_objective(layout, b.view(b.lp), b.view(b.old), b.view(b.ref),
-                                          b.view(b.adv), b.view(b.grad));
-    benchmark::DoNotOptimize(r.loss);
-  });
+  run(
+      state, tokens, bytes,
+      [&] {
+        const auto r = rlcore::grpo_objective(layout, b.view(b.lp), b.view(b.old), b.view(b.ref),
+                                              b.view(b.adv), b.view(b.grad), {}, ctx);
+        benchmark::DoNotOptimize(r.loss);
+      },
+      ctx.threads);
+  state.counters["isa"] =
+      std::min(static_cast<double>(isa), static_cast<double>(rlcore::supported_host_isa()));
+}
+
+void BM_fused_grpo_loss(benchmark::State& state) {
+  fused_grpo_loss(state, rlcore::host_isa::avx512);
+}
+
+void BM_fused_grpo_loss_baseline_isa(benchmark::State& state) {
+  fused_grpo_loss(state, rlcore::host_isa::baseline);
 }
 
 void BM_gae_advantages(benchmark::State& state) {
@@ -131,13 +178,15 @@ void BM_grpo_advantages(benchmark::State& state) {
   });
 }
 
-// The floor itself, for reference: memcpy of the fused GRPO loss's traffic / 2.
+// The floor itself, for reference: a copy of the fused GRPO loss's traffic / 2 with
+// state.range(1) threads.
 void BM_copy_floor_grpo_bytes(benchmark::State& state) {
   const auto tokens = static_cast<std::size_t>(state.range(0));
+  const auto threads = static_cast<int>(state.range(1));
   const std::size_t bytes = tokens * (4 * 4 + 1 + 4) / 2;
   std::vector<char> src(bytes, 1), dst(bytes, 0);
   for (auto _ : state) {
-    std::memcpy(dst.data(), src.data(), bytes);
+    parallel_copy(src, dst, threads);
     benchmark::DoNotOptimize(dst.data());
     benchmark::ClobberMemory();
   }
@@ -148,8 +197,15 @@ void BM_copy_floor_grpo_bytes(benchmark::State& state) {
 
 } // namespace
 
-BENCHMARK(BM_copy_floor_grpo_bytes)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
-BENCHMARK(BM_fused_grpo_loss)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
+BENCHMARK(BM_copy_floor_grpo_bytes)
+    ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1, 2}})
+    ->UseRealTime();
+BENCHMARK(BM_fused_grpo_loss)
+    ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1, 2}})
+    ->UseRealTime();
+BENCHMARK(BM_fused_grpo_loss_baseline_isa)
+    ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1}})
+    ->UseRealTime();
 BENCHMARK(BM_gae_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
 BENCHMARK(BM_grpo_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
 

@@ -126,8 +126,8 @@ RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T> kl_k3(T x) {
 template <real T>
 RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T>
 kl_estimate_of_ratio(kl_estimator estimator, T lp_minus_ref, T ratio, T ratio_gate, T clamp) {
-  const clamped_value<T> x = clamp_log_ratio(lp_minus_ref, clamp);
-  const value_and_gradient<T> k3 = kl_k3(x.value); // computed for every estimator: no branch
+  clamped_value<T> x = clamp_log_ratio(lp_minus_ref, clamp);
+  value_and_gradient<T> k3 = kl_k3(x.value); // computed for every estimator: no branch
   const bool use_k3 = estimator == kl_estimator::k3 || estimator == kl_estimator::k3_plus;
   const bool use_abs = estimator == kl_estimator::abs;
   const bool use_k2 = estimator == kl_estimator::k2;

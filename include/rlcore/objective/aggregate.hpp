@@ -21,6 +21,9 @@
 #include "../execution.hpp"
 #include "../tensor/layout.hpp"
 
+#include <cstdint>
+#include <type_traits>
+
 namespace rlcore {
 
 /// How per-token losses are reduced to one scalar (see objective/aggregate.hpp).
@@ -59,11 +62,76 @@ struct aggregation_weights {
 
 namespace detail {
 
+/// Whether a layout has a mask to read (true for a layout type other than padded / packed, so
+/// that its tokens are read one by one through valid()).
+template <class Layout>
+RLCORE_DETAIL_FORCE_INLINE bool layout_has_mask(const Layout& layout) {
+  if constexpr (requires { layout.mask.data; }) {
+    return layout.mask.data != nullptr;
+  } else {
+    return true;
+  }
+}
+
+/// Pointer to the mask of token (i, t0) when the layout has a mask that is contiguous along the
+/// row, else null.
+template <class Layout>
+RLCORE_DETAIL_FORCE_INLINE auto* contiguous_mask_row(const Layout& layout, index_t i, index_t t0) {
+  if constexpr (!requires { layout.mask.data; }) {
+    return static_cast<const unsigned char*>(nullptr);
+  } else {
+    using pointer = const typename Layout::mask_type*;
+    if (layout.mask.data == nullptr) {
+      return pointer(nullptr);
+    }
+    if constexpr (Layout::is_packed) {
+      return layout.mask.stride == 1 ? layout.mask.data + layout.row_begin(i) + t0
+                                     : pointer(nullptr);
+    } else {
+      return layout.mask.col_stride == 1 ? &layout.mask(i, t0) : pointer(nullptr);
+    }
+  }
+}
+
+/// Number of valid tokens of row i, on the host: a count over the row's mask when it is
+/// contiguous (a loop the compiler vectorises), valid(i, t) token by token otherwise.
+template <class Layout>
+RLCORE_DETAIL_FORCE_INLINE index_t host_row_valid_count(const Layout& layout, index_t i) {
+  const index_t len = layout.row_length(i);
+  if (!layout_has_mask(layout)) {
+    return len;
+  }
+  index_t count = 0;
+  if (const auto* mask = contiguous_mask_row(layout, i, 0); mask != nullptr) {
+    using mask_type = std::remove_cvref_t<decltype(*mask)>;
+    constexpr index_t piece = index_t(1) << 20; // a 32-bit count per piece: narrow vector lanes
+    for (index_t t0 = 0; t0 < len; t0 += piece) {
+      const index_t t1 = len - t0 < piece ? len : t0 + piece;
+      std::uint32_t piece_count = 0;
+      for (index_t t = t0; t < t1; ++t) {
+        piece_count += mask[t] != mask_type(0) ? 1U : 0U;
+      }
+      count += piece_count;
+    }
+    return count;
+  }
+  for (index_t t = 0; t < len; ++t) {
+    count += layout.valid(i, t) ? 1 : 0;
+  }
+  return count;
+}
+
 /// 1 for a valid token slot, 0 otherwise (the summand of a valid-token count).
 template <class Layout>
 struct valid_token_indicator {
   Layout layout;
   RLCORE_HD double operator()(index_t i, index_t t) const { return layout.valid(i, t) ? 1.0 : 0.0; }
+
+  // host whole-row form (execution_context<host_space>::reduce_rows): the row's valid count
+  [[nodiscard]] bool host_row_sum_enabled() const { return true; }
+  [[nodiscard]] double host_row_sum(index_t i) const {
+    return static_cast<double>(host_row_valid_count(layout, i));
+  }
 };
 
 /// Number of valid tokens of a layout (no pass over memory when a padded layout has no mask).

@@ -145,6 +145,15 @@ struct policy_row_pass {
     s.sum_kept_weight = double(token_importance_weight(v, p, i, t).value * kept);
     return s;
   }
+
+  // host whole-row form (execution_context<host_space>::reduce_rows) when only n_i is needed: a
+  // count over the row's mask, no per-token sums
+  [[nodiscard]] bool host_row_sum_enabled() const { return p.row_counts_only; }
+  [[nodiscard]] policy_row_stats host_row_sum(index_t i) const {
+    policy_row_stats s;
+    s.valid = static_cast<double>(host_row_valid_count(layout, i));
+    return s;
+  }
 };
 
 /// Pointer to element (i, t0) of a bound per-token view when the row is contiguous from there
@@ -163,41 +172,12 @@ RLCORE_DETAIL_FORCE_INLINE auto* contiguous_row(const View& view, index_t i, ind
   }
 }
 
-/// Whether a layout has a mask to read (true for a layout type other than padded / packed, so
-/// that its tokens are read one by one through valid()).
-template <class Layout>
-RLCORE_DETAIL_FORCE_INLINE bool layout_has_mask(const Layout& layout) {
-  if constexpr (requires { layout.mask.data; }) {
-    return layout.mask.data != nullptr;
-  } else {
-    return true;
-  }
-}
-
-/// Pointer to the mask of token (i, t0) when the layout has a mask that is contiguous along the
-/// row, else null.
-template <class Layout>
-RLCORE_DETAIL_FORCE_INLINE auto* contiguous_mask_row(const Layout& layout, index_t i, index_t t0) {
-  if constexpr (!requires { layout.mask.data; }) {
-    return static_cast<const unsigned char*>(nullptr);
-  } else {
-    using pointer = const typename Layout::mask_type*;
-    if (layout.mask.data == nullptr) {
-      return pointer(nullptr);
-    }
-    if constexpr (Layout::is_packed) {
-      return layout.mask.stride == 1 ? layout.mask.data + layout.row_begin(i) + t0
-                                     : pointer(nullptr);
-    } else {
-      return layout.mask.col_stride == 1 ? &layout.mask(i, t0) : pointer(nullptr);
-    }
-  }
-}
-
 /// The local arrays of one host chunk of the token pass (inputs gathered, gradients to scatter).
 template <class T>
 struct policy_token_chunk {
   static constexpr index_t width = 32;
+  /// Chunks of a row per piece of the T-precision metric sums (see policy_token_lanes).
+  static constexpr index_t pieces = 8;
   T valid[width]; ///< 1 or 0
   T lp[width], old[width], advantage[width], ref[width], entropy[width];
   T weight[width]; ///< the token's aggregation weight
@@ -205,10 +185,14 @@ struct policy_token_chunk {
 };
 
 /// The host chunked path's metric sums: one lane per chunk slot (summed in slot order at the
-/// end), sums in double, token counts in 32-bit integers (the path is only taken when a lane
-/// cannot overflow); the entropy and KL lanes exist only when those inputs are given.
-template <index_t W, bool HasRef, bool HasEntropy>
+/// end). Per token, the unweighted terms go to `piece` sums in T over a piece of a row (at most
+/// policy_token_chunk::pieces chunks); host_flush adds each piece, times the row's weight, to the
+/// double lanes. Token counts in 32-bit integers (the path is only taken when a lane cannot
+/// overflow). The entropy and KL lanes exist only when those inputs are given.
+template <class T, index_t W, bool HasRef, bool HasEntropy>
 struct policy_token_lanes {
+  T piece_policy[W], piece_neg_delta[W], piece_advantage[W], piece_advantage_sq[W];
+  T piece_kl[HasRef ? W : 1], piece_entropy[HasEntropy ? W : 1];
   double policy_loss[W];
   double neg_delta[W], advantage[W], advantage_sq[W];
   double kl_value[HasRef ? W : 1], kl_loss[HasRef ? W : 1];
@@ -326,7 +310,7 @@ struct policy_token_pass {
         ratio = math::exp_vectorizable(delta.value);
       }
       const math::value_and_gradient<T> kl =
-          kl_term(lp - T(v.ref_log_probs(i, t)), ratio, delta.gate);
+          kl_term(p.kl, p.kl_output_clamp, lp - T(v.ref_log_probs(i, t)), ratio, delta.gate);
       s.kl_value = kl.value;
       s.kl_loss = double(weight) * double(p.kl_beta) * double(kl.value);
       gradient += weight * p.kl_beta * kl.gradient;
@@ -356,16 +340,16 @@ struct policy_token_pass {
     return s;
   }
 
-  /// The KL estimate of one token (output clamp applied when on); ratio and gate as
+  /// The KL estimate of one token (output clamp applied when `output_clamp`); ratio and gate as
   /// math::kl_estimate_of_ratio.
-  RLCORE_DETAIL_FORCE_INLINE RLCORE_HD math::value_and_gradient<T> kl_term(T lp_minus_ref, T ratio,
-                                                                           T ratio_gate) const {
+  RLCORE_DETAIL_FORCE_INLINE RLCORE_HD math::value_and_gradient<T>
+  kl_term(kl_estimator estimator, bool output_clamp, T lp_minus_ref, T ratio, T ratio_gate) const {
     math::value_and_gradient<T> kl =
-        math::kl_estimate_of_ratio(p.kl, lp_minus_ref, ratio, ratio_gate, p.clamp);
-    const math::value_and_gradient<T> clamped =
+        math::kl_estimate_of_ratio(estimator, lp_minus_ref, ratio, ratio_gate, p.clamp);
+    math::value_and_gradient<T> clamped =
         math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
-    return {math::select(p.kl_output_clamp, clamped.value, kl.value),
-            math::select(p.kl_output_clamp, clamped.gradient, kl.gradient)};
+    return {math::select(output_clamp, clamped.value, kl.value),
+            math::select(output_clamp, clamped.gradient, kl.gradient)};
   }
 
   // Host chunked path (execution_context<host_space>::reduce_tokens): the clipped surrogate
@@ -376,7 +360,17 @@ struct policy_token_pass {
   static constexpr bool has_ref = is_present<decltype(std::declval<Views>().ref_log_probs)>;
   static constexpr bool has_entropy = is_present<decltype(std::declval<Views>().entropy)>;
   using host_chunk = policy_token_chunk<T>;
-  using host_lanes = policy_token_lanes<host_chunk::width, has_ref, has_entropy>;
+  using host_lanes = policy_token_lanes<T, host_chunk::width, has_ref, has_entropy>;
+
+  /// Kernel variants of the chunked form: 0 general; 1 the GRPO / PPO defaults (KL estimator k3
+  /// without output clamp, no dual clip, no delta clip) with those options as constants, so that
+  /// the selects on them fold away.
+  static constexpr int host_variants = 2;
+  [[nodiscard]] int host_variant() const {
+    const bool grpo_defaults = p.dual_clip == T(0) && p.delta_clip == T(0)
+                               && (!has_ref || (p.kl == kl_estimator::k3 && !p.kl_output_clamp));
+    return grpo_defaults ? 1 : 0;
+  }
 
   [[nodiscard]] bool host_chunk_enabled() const {
     // a 32-bit count lane sees at most token_slots / width + 1 tokens
@@ -477,8 +471,15 @@ struct policy_token_pass {
     c.lp[k] = c.old[k] = c.advantage[k] = c.ref[k] = c.entropy[k] = c.weight[k] = T(0);
   }
 
+  /// The per-slot body of the chunked form (Variant as host_variant()).
+  template <int Variant>
   RLCORE_DETAIL_FORCE_INLINE void host_compute(host_chunk& c, host_lanes& l, index_t k) const {
     using math::select;
+    constexpr bool grpo_defaults = Variant == 1;
+    const T dual_clip = grpo_defaults ? T(0) : p.dual_clip;
+    const T delta_clip = grpo_defaults ? T(0) : p.delta_clip;
+    const kl_estimator estimator = grpo_defaults ? kl_estimator::k3 : p.kl;
+    const bool kl_output_clamp = grpo_defaults ? false : p.kl_output_clamp;
     const bool valid = c.valid[k] != T(0);
     // A masked slot's inputs are replaced by 0 (they may be inf or NaN), so every term below is
     // finite; its outputs and sums are then selected to exactly 0 (never multiplied by a mask).
@@ -486,10 +487,10 @@ struct policy_token_pass {
     const T advantage = select(valid, c.advantage[k], T(0));
     const T weight = c.weight[k];
     const T raw_delta = lp - select(valid, c.old[k], T(0)); // 0 when masked
-    const math::clamped_value<T> delta = math::clamp_log_ratio(raw_delta, p.clamp);
+    math::clamped_value<T> delta = math::clamp_log_ratio(raw_delta, p.clamp);
     const T ratio = math::exp_vectorizable(delta.value);
-    const math::surrogate_term<T> term = math::clipped_surrogate_of_ratio(
-        ratio, advantage, p.eps_low, p.eps_high, p.dual_clip, p.delta_clip);
+    math::surrogate_term<T> term = math::clipped_surrogate_of_ratio(
+        ratio, advantage, p.eps_low, p.eps_high, dual_clip, delta_clip);
     bool kept = true;
     T entropy = T(0);
     if constexpr (has_entropy) {
@@ -498,30 +499,51 @@ struct policy_token_pass {
     }
     const bool counted = valid & kept;
     T gradient = weight * select(counted, term.gradient * delta.gate, T(0));
-    // weight * 1 * value, as operator() computes it (token factor 1 when kept, else 0)
-    l.policy_loss[k] += double(weight) * double(select(counted, term.value, T(0)));
+    l.piece_policy[k] += select(counted, term.value, T(0)); // times the weight in host_flush
     if constexpr (has_ref) {
       const T ref = select(valid, c.ref[k], T(0));
-      const math::value_and_gradient<T> kl = kl_term(lp - ref, ratio, delta.gate);
+      math::value_and_gradient<T> kl =
+          kl_term(estimator, kl_output_clamp, lp - ref, ratio, delta.gate);
       gradient += weight * p.kl_beta * kl.gradient;
-      const double kl_value = double(select(valid, kl.value, T(0)));
-      l.kl_value[k] += kl_value;
-      l.kl_loss[k] += double(weight) * double(p.kl_beta) * kl_value;
+      l.piece_kl[k] += select(valid, kl.value, T(0));
     }
     c.grad[k] = select(valid, gradient, T(0));
     if constexpr (has_entropy) {
       c.grad_entropy[k] = select(valid, -weight * p.entropy_coef, T(0));
-      l.entropy[k] += double(entropy);
-      l.entropy_loss[k] += -double(weight) * double(p.entropy_coef) * double(entropy);
+      l.piece_entropy[k] += entropy;
       l.entropy_kept[k] += counted ? 1 : 0;
     }
     l.valid[k] += valid ? 1 : 0;
     l.clipped_low[k] += (valid & term.clipped_low) ? 1 : 0;
     l.clipped_high[k] += (valid & term.clipped_high) ? 1 : 0;
     l.dual_clipped[k] += (valid & term.dual_clipped) ? 1 : 0;
-    l.neg_delta[k] -= double(raw_delta);
-    l.advantage[k] += double(advantage);
-    l.advantage_sq[k] += double(advantage) * double(advantage);
+    l.piece_neg_delta[k] -= raw_delta;
+    l.piece_advantage[k] += advantage;
+    l.piece_advantage_sq[k] += advantage * advantage;
+  }
+
+  /// Adds the piece sums of row i to the double lanes (the weighted losses times the row's
+  /// weight, as the token pass weighs them) and clears them.
+  RLCORE_DETAIL_FORCE_INLINE void host_flush(host_lanes& l, index_t i) const {
+    const auto weight = double(T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0)));
+    for (index_t k = 0; k < host_chunk::width; ++k) {
+      l.policy_loss[k] += weight * double(l.piece_policy[k]);
+      l.neg_delta[k] += double(l.piece_neg_delta[k]);
+      l.advantage[k] += double(l.piece_advantage[k]);
+      l.advantage_sq[k] += double(l.piece_advantage_sq[k]);
+      l.piece_policy[k] = l.piece_neg_delta[k] = l.piece_advantage[k] = l.piece_advantage_sq[k] =
+          T(0);
+      if constexpr (has_ref) {
+        l.kl_value[k] += double(l.piece_kl[k]);
+        l.kl_loss[k] += weight * double(p.kl_beta) * double(l.piece_kl[k]);
+        l.piece_kl[k] = T(0);
+      }
+      if constexpr (has_entropy) {
+        l.entropy[k] += double(l.piece_entropy[k]);
+        l.entropy_loss[k] += -weight * double(p.entropy_coef) * double(l.piece_entropy[k]);
+        l.piece_entropy[k] = T(0);
+      }
+    }
   }
 
   RLCORE_DETAIL_FORCE_INLINE void host_store(const host_chunk& c, index_t k, index_t i,

@@ -1,0 +1,201 @@
+// The host execution context's fast paths for the fused objective: runtime instruction-set
+// dispatch of the chunked token kernel, deterministic multi-threading over a fixed partition of
+// rows into blocks, and the whole-row valid counts of the pre-pass. Every instruction set and
+// thread count must give the same bits (GCC: the kernels are compiled without FMA contraction) and
+// agree with a reference written from the formulas (ALGORITHMS.md: clipped surrogate + beta * k3,
+// seq-mean-token-mean).
+#include <rlcore/objective/grpo.hpp>
+#include <rlcore/rlcore.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using rlcore::index_t;
+
+// Packed rows of lengths 0 .. 1200 (several blocks of the chunked reduction: > 2^16 slots in
+// all), ~12% of the slots masked, masked slots holding NaN / inf.
+struct ragged_batch {
+  std::vector<std::int64_t> offsets{0};
+  std::vector<unsigned char> mask;
+  std::vector<double> lp, old, ref, adv;
+};
+
+ragged_batch make_ragged_batch(index_t rows, unsigned seed) {
+  ragged_batch b;
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (index_t i = 0; i < rows; ++i) {
+    const index_t length = (i * 389) % 1201;
+    for (index_t t = 0; t < length; ++t) {
+      const bool valid = u(rng) < 0.88;
+      b.mask.push_back(valid ? 1 : 0);
+      const double lp = -4 * u(rng);
+      b.lp.push_back(valid ? lp : std::numeric_limits<double>::quiet_NaN());
+      b.old.push_back(valid ? lp + 0.8 * (u(rng) - 0.5) : std::numeric_limits<double>::infinity());
+      b.ref.push_back(lp + 1.6 * (u(rng) - 0.5));
+      b.adv.push_back(4 * u(rng) - 2);
+    }
+    b.offsets.push_back(static_cast<std::int64_t>(b.lp.size()));
+  }
+  return b;
+}
+
+// GRPO loss from the formulas, in double: per valid token r = exp(lp - old),
+// l = max(-A r, -A clip(r, 0.8, 1.2)) + 0.04 * (e^-x + x - 1), x = lp - ref, weight 1 / (n_i N).
+double reference_loss(const ragged_batch& b) {
+  const auto rows = static_cast<index_t>(b.offsets.size()) - 1;
+  double loss = 0;
+  for (index_t i = 0; i < rows; ++i) {
+    const auto begin = static_cast<std::size_t>(b.offsets[static_cast<std::size_t>(i)]);
+    const auto end = static_cast<std::size_t>(b.offsets[static_cast<std::size_t>(i) + 1]);
+    double n_i = 0;
+    for (std::size_t k = begin; k < end; ++k) {
+      n_i += b.mask[k];
+    }
+    for (std::size_t k = begin; k < end; ++k) {
+      if (b.mask[k] == 0) {
+        continue;
+      }
+      const double ratio = std::exp(b.lp[k] - b.old[k]);
+      const double a = b.adv[k];
+      const double surrogate = std::max(-a * ratio, -a * std::min(std::max(ratio, 0.8), 1.2));
+      const double x = b.lp[k] - b.ref[k];
+      loss += (surrogate + 0.04 * (std::exp(-x) + x - 1)) / (n_i * double(rows));
+    }
+  }
+  return loss;
+}
+
+template <class T>
+struct run_result {
+  rlcore::objective_result result;
+  std::vector<T> grad;
+};
+
+template <class T>
+run_result<T> run(const ragged_batch& b, const rlcore::host_context& ctx) {
+  const std::vector<T> lp(b.lp.begin(), b.lp.end()), old(b.old.begin(), b.old.end()),
+      ref(b.ref.begin(), b.ref.end()), adv(b.adv.begin(), b.adv.end());
+  run_result<T> r;
+  r.grad.assign(lp.size(), T(-7));
+  r.result = rlcore::grpo_objective(rlcore::packed(b.offsets, b.mask), lp, old, ref, adv, r.grad,
+                                    rlcore::grpo_options{}, ctx);
+  return r;
+}
+
+template <class T>
+bool same_bits(const run_result<T>& a, const run_result<T>& b) {
+  return std::memcmp(&a.result, &b.result, sizeof(rlcore::objective_result)) == 0
+         && std::memcmp(a.grad.data(), b.grad.data(), a.grad.size() * sizeof(T)) == 0;
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("host context: every thread count gives the same bits, equal to the formulas", T,
+                   float, double) {
+  const ragged_batch b = make_ragged_batch(260, 5); // ~156k slots: 3 blocks
+  REQUIRE(b.lp.size() > 2 * std::size_t(rlcore::host_context::chunked_block_slots));
+  const run_result<T> one = run<T>(b, rlcore::host_context{});
+  CHECK(one.result.loss
+        == doctest::Approx(reference_loss(b)).epsilon(std::is_same_v<T, float> ? 2e-5 : 1e-12));
+  for (const int threads : {2, 3, 7, 0}) {
+    rlcore::host_context ctx;
+    ctx.threads = threads;
+    INFO("threads = ", threads);
+    CHECK(same_bits(one, run<T>(b, ctx)));
+  }
+  for (std::size_t k = 0; k < b.mask.size(); ++k) {
+    if (b.mask[k] == 0) {
+      REQUIRE(one.grad[k] == T(0)); // masked NaN / inf slots: exactly 0
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("host context: every supported instruction set gives the same result", T, float,
+                   double) {
+  const ragged_batch b = make_ragged_batch(130, 9);
+  rlcore::host_context baseline;
+  baseline.max_isa = rlcore::host_isa::baseline;
+  const run_result<T> expected = run<T>(b, baseline);
+  MESSAGE("this CPU's best host_isa: ", static_cast<int>(rlcore::supported_host_isa()));
+  for (const rlcore::host_isa isa : {rlcore::host_isa::avx2, rlcore::host_isa::avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(rlcore::supported_host_isa())) {
+      continue; // not available here: it would run the best supported one
+    }
+    rlcore::host_context ctx;
+    ctx.max_isa = isa;
+    ctx.threads = 2;
+    INFO("isa = ", static_cast<int>(isa));
+    const run_result<T> r = run<T>(b, ctx);
+#if defined(__GNUC__) && !defined(__clang__)
+    // GCC compiles the kernels without FMA contraction: the same bits on every instruction set
+    CHECK(same_bits(expected, r));
+#else
+    // Clang contracts a * b + c within an expression where FMA exists: rounding-level differences
+    const double tolerance = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+    CHECK(r.result.loss == doctest::Approx(expected.result.loss).epsilon(tolerance));
+    for (std::size_t k = 0; k < r.grad.size(); ++k) {
+      CHECK(double(r.grad[k])
+            == doctest::Approx(double(expected.grad[k])).epsilon(tolerance).scale(1e-9));
+    }
+#endif
+  }
+}
+
+TEST_CASE("host context: a negative thread count is an invalid_argument naming `threads`") {
+  const ragged_batch b = make_ragged_batch(3, 1);
+  rlcore::host_context ctx;
+  ctx.threads = -2;
+  try {
+    static_cast<void>(run<double>(b, ctx));
+    FAIL("expected rlcore::invalid_argument");
+  } catch (const rlcore::invalid_argument& e) {
+    CHECK(e.argument() == "threads");
+    CHECK(std::string(e.what())
+          == "rlcore::execution_context<host_space>: argument 'threads': expected a thread count "
+             ">= 1, or 0 for every hardware thread, got -2");
+  }
+}
+
+TEST_CASE("host row valid counts: contiguous masks of any type, strided masks, no mask") {
+  const rlcore::host_context ctx;
+  // 3 x 5 float mask: NaN and -0.0 follow valid()'s != 0 rule (NaN valid, -0.0 not)
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> mask{1, 0, nan, -0.0f, 2, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1};
+  std::vector<double> counts(3, -1);
+  rlcore::detail::row_valid_counts(rlcore::padded(rlcore::make_matrix_view(mask.data(), 3, 5)),
+                                   counts.data(), ctx);
+  CHECK(counts == std::vector<double>{3, 0, 5});
+  // the same mask column-major (col_stride 3): token by token
+  std::vector<float> mask_c(15);
+  for (index_t i = 0; i < 3; ++i) {
+    for (index_t t = 0; t < 5; ++t) {
+      mask_c[static_cast<std::size_t>(t * 3 + i)] = mask[static_cast<std::size_t>(i * 5 + t)];
+    }
+  }
+  rlcore::detail::row_valid_counts(
+      rlcore::padded(rlcore::matrix_view<const float>{mask_c.data(), 3, 5, 1, 3}), counts.data(),
+      ctx);
+  CHECK(counts == std::vector<double>{3, 0, 5});
+  // packed with a bool mask; rows of 2, 0 and 3 slots
+  const std::vector<int> offsets{0, 2, 2, 5};
+  const bool flags[5] = {true, false, true, true, false};
+  rlcore::detail::row_valid_counts(
+      rlcore::packed(offsets, rlcore::vector_view<const bool>{flags, 5, 1}), counts.data(), ctx);
+  CHECK(counts == std::vector<double>{1, 0, 2});
+  // no mask: the row lengths
+  rlcore::detail::row_valid_counts(rlcore::padded_unmasked(3, 4), counts.data(), ctx);
+  CHECK(counts == std::vector<double>{4, 4, 4});
+  CHECK(rlcore::detail::count_valid_tokens(
+            rlcore::padded(rlcore::make_matrix_view(mask.data(), 3, 5)), ctx)
+        == 8.0);
+}
