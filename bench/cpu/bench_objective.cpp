@@ -209,4 +209,20 @@ BENCHMARK(BM_fused_grpo_loss_baseline_isa)
 BENCHMARK(BM_gae_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
 BENCHMARK(BM_grpo_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
 
-BENCHMARK_MAIN();
+// Records the build (compiler, flags) and the host kernels' instruction set with the results.
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
+    return 1;
+  }
+  benchmark::AddCustomContext("compiler", __VERSION__);
+#ifdef RLCORE_BENCH_CXX_FLAGS
+  benchmark::AddCustomContext("cxx_flags", RLCORE_BENCH_CXX_FLAGS);
+#endif
+  const char* isa_names[] = {"baseline", "avx2", "avx512"};
+  benchmark::AddCustomContext("rlcore_host_isa",
+                              isa_names[static_cast<int>(rlcore::supported_host_isa())]);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -199,3 +199,22 @@ TEST_CASE("host row valid counts: contiguous masks of any type, strided masks, n
             rlcore::padded(rlcore::make_matrix_view(mask.data(), 3, 5)), ctx)
         == 8.0);
 }
+
+TEST_CASE("host chunked path with mixed element types: inputs converted, outputs converted back") {
+  // log_probs in double (T = double), the other inputs and the gradient in float: the float rows
+  // are gathered and converted, the double gradient scattered back to float
+  const ragged_batch b = make_ragged_batch(40, 3);
+  const std::vector<float> old(b.old.begin(), b.old.end()), ref(b.ref.begin(), b.ref.end()),
+      adv(b.adv.begin(), b.adv.end());
+  const std::vector<double> old_d(old.begin(), old.end()), ref_d(ref.begin(), ref.end()),
+      adv_d(adv.begin(), adv.end());
+  std::vector<float> grad(b.lp.size(), -7.0f);
+  std::vector<double> grad_d(b.lp.size(), -7.0);
+  const auto layout = rlcore::packed(b.offsets, b.mask);
+  const auto mixed = rlcore::grpo_objective(layout, b.lp, old, ref, adv, grad);
+  const auto uniform = rlcore::grpo_objective(layout, b.lp, old_d, ref_d, adv_d, grad_d);
+  CHECK(mixed.loss == uniform.loss); // the same double computation on the same values
+  for (std::size_t k = 0; k < grad.size(); ++k) {
+    REQUIRE(grad[k] == static_cast<float>(grad_d[k]));
+  }
+}

@@ -38,14 +38,15 @@ RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr T select(bool c, T a, T b) {
 
 namespace detail {
 
-/// exp for float without a call or a branch (so that loops over it vectorise): Cody-Waite range
-/// reduction x = k ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial for e^r (the Cephes expf
-/// coefficients, max error ~1.5 ulp), and 2^k applied as two exact power-of-two factors so that
-/// the result underflows gradually to 0 below x = -103.97 and overflows to inf above 88.72.
-/// NaN gives NaN.
-RLCORE_DETAIL_FORCE_INLINE float exp_polynomial(float x) {
-  x = select(x < -104.0f, -104.0f, x); // keeps k in [-150, 128]; NaN passes through
-  x = select(x > 89.0f, 89.0f, x);
+/// e^x = e_r * 2^k for float, without a call or a branch (so that loops over it vectorise):
+/// Cody-Waite range reduction x = k ln2 + r, |r| <= ln2 / 2, and a degree-7 polynomial for e^r
+/// (the Cephes expf coefficients, max error ~1.5 ulp). Any x with |x| < 2^22, or NaN (e_r NaN).
+struct exp_reduction {
+  float e_r;
+  std::int32_t k;
+};
+
+RLCORE_DETAIL_FORCE_INLINE exp_reduction exp_reduce(float x) {
   // Adding 1.5 * 2^23 rounds x / ln2 to the nearest integer k held in the low mantissa bits.
   constexpr float shifter = 12582912.0f;
   const float k_shifted = x * 1.44269504088896341f + shifter;
@@ -59,12 +60,28 @@ RLCORE_DETAIL_FORCE_INLINE float exp_polynomial(float x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float e_r = (p * (r * r) + r) + 1.0f;
-  const std::int32_t k_half = k_int >> 1; // 2^k = 2^k_half * 2^(k - k_half), each normal
+  return {(p * (r * r) + r) + 1.0f, k_int};
+}
+
+/// exp for float (see exp_reduce) over every input: 2^k applied as two exact power-of-two factors
+/// so that the result underflows gradually to 0 below x = -103.97 and overflows to inf above
+/// 88.72. NaN gives NaN.
+RLCORE_DETAIL_FORCE_INLINE float exp_polynomial(float x) {
+  x = select(x < -104.0f, -104.0f, x); // keeps k in [-150, 128]; NaN passes through
+  x = select(x > 89.0f, 89.0f, x);
+  exp_reduction e = exp_reduce(x);
+  const std::int32_t k_half = e.k >> 1; // 2^k = 2^k_half * 2^(k - k_half), each normal
   const auto scale_low = std::bit_cast<float>(static_cast<std::uint32_t>(k_half + 127) << 23);
   const auto scale_high =
-      std::bit_cast<float>(static_cast<std::uint32_t>(k_int - k_half + 127) << 23);
-  return (e_r * scale_low) * scale_high;
+      std::bit_cast<float>(static_cast<std::uint32_t>(e.k - k_half + 127) << 23);
+  return (e.e_r * scale_low) * scale_high;
+}
+
+/// exp_polynomial for |x| <= 86 (or NaN) only: no saturation, 2^k (|k| <= 124, normal) applied
+/// as one factor; the same bits as exp_polynomial on that range (power-of-two products are exact).
+RLCORE_DETAIL_FORCE_INLINE float exp_polynomial_bounded(float x) {
+  exp_reduction e = exp_reduce(x);
+  return e.e_r * std::bit_cast<float>(static_cast<std::uint32_t>(e.k + 127) << 23);
 }
 
 } // namespace detail
@@ -80,6 +97,23 @@ RLCORE_DETAIL_FORCE_INLINE RLCORE_HD T exp_vectorizable(T x) {
 #else
   if constexpr (std::is_same_v<T, float>) {
     return detail::exp_polynomial(x);
+  } else {
+    return exp(x);
+  }
+#endif
+}
+
+/// exp_vectorizable for arguments known to satisfy |x| <= 86 (or NaN): log-ratios clamped to at
+/// most 80, as every option that sets a log-ratio clamp enforces. The same value as
+/// exp_vectorizable there, with fewer operations on the host for float; outside that range the
+/// float result is undefined.
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD T exp_vectorizable_bounded(T x) {
+#if RLCORE_IN_DEVICE_CODE
+  return exp(x);
+#else
+  if constexpr (std::is_same_v<T, float>) {
+    return detail::exp_polynomial_bounded(x);
   } else {
     return exp(x);
   }

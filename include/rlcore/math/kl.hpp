@@ -105,14 +105,19 @@ RLCORE_HD constexpr T k3_series_over_square(T x) {
   }
 }
 
-/// k3 = exp(-x) + x - 1 and d k3 / dx = 1 - exp(-x), with one exp: near x = 0 (|x| < 1/4) the
-/// value comes from its Taylor series (no cancellation), elsewhere from the closed form.
+/// k3 = exp(-x) + x - 1 and d k3 / dx = 1 - exp(-x), given e = exp(-x): near x = 0 (|x| < 1/4)
+/// the value comes from its Taylor series (no cancellation), elsewhere from the closed form.
 template <real T>
-RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T> kl_k3(T x) {
-  const T e = exp_vectorizable(-x);
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T> kl_k3_of_exp(T x, T e) {
   const T series = x * x * k3_series_over_square(x); // both computed: a select, not a branch
   const T closed = (e - T(1)) + x;
   return {select(abs(x) < T(0.25), series, closed), T(1) - e};
+}
+
+/// k3 = exp(-x) + x - 1 and d k3 / dx = 1 - exp(-x), with one exp (see kl_k3_of_exp).
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T> kl_k3(T x) {
+  return kl_k3_of_exp(x, exp_vectorizable(-x));
 }
 
 /// KL estimator value and gradient with respect to lp, given the importance ratio of
@@ -120,14 +125,16 @@ RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T> kl_k3(T x) {
 ///   lp_minus_ref  x = lp - ref (unclamped)
 ///   ratio         r = exp(d), d = lp - old clamped to [-c, c] (used by k3_importance only)
 ///   ratio_gate    d r / d lp / r: 1 where the clamp of d is inactive or on its boundary, else 0
-///   clamp         log-ratio clamp bound c (> 0), applied to x before any exp
+///   clamp         log-ratio clamp bound c, 0 < c <= 80 (as the options enforce), applied to x
+///                 before any exp
 /// Written with selects on the (uniform) estimator, so that a loop over tokens vectorises (k3's
 /// exp is computed for every estimator).
 template <real T>
 RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T>
 kl_estimate_of_ratio(kl_estimator estimator, T lp_minus_ref, T ratio, T ratio_gate, T clamp) {
   clamped_value<T> x = clamp_log_ratio(lp_minus_ref, clamp);
-  value_and_gradient<T> k3 = kl_k3(x.value); // computed for every estimator: no branch
+  // computed for every estimator (no branch); |x| <= clamp <= 80
+  value_and_gradient<T> k3 = kl_k3_of_exp(x.value, exp_vectorizable_bounded(-x.value));
   const bool use_k3 = estimator == kl_estimator::k3 || estimator == kl_estimator::k3_plus;
   const bool use_abs = estimator == kl_estimator::abs;
   const bool use_k2 = estimator == kl_estimator::k2;
@@ -150,14 +157,14 @@ kl_estimate_of_ratio(kl_estimator estimator, T lp_minus_ref, T ratio, T ratio_ga
 /// KL estimator value and gradient with respect to lp.
 ///   lp_minus_ref  x = lp - ref (unclamped)
 ///   lp_minus_old  d = lp - old (only used by k3_importance)
-///   clamp         log-ratio clamp bound c (> 0), applied to x and d before any exp
+///   clamp         log-ratio clamp bound c, 0 < c <= 80, applied to x and d before any exp
 template <real T>
 RLCORE_DETAIL_FORCE_INLINE RLCORE_HD value_and_gradient<T>
 kl_estimate(kl_estimator estimator, T lp_minus_ref, T lp_minus_old, T clamp) {
   const clamped_value<T> d = clamp_log_ratio(lp_minus_old, clamp);
   T ratio = T(1);
   if (estimator == kl_estimator::k3_importance) {
-    ratio = exp_vectorizable(d.value);
+    ratio = exp_vectorizable_bounded(d.value); // |d| <= clamp <= 80
   }
   return kl_estimate_of_ratio(estimator, lp_minus_ref, ratio, d.gate, clamp);
 }

@@ -18,13 +18,6 @@
 #include <utility>
 #include <vector>
 
-// Marks a loop whose iterations are independent (GCC: lets it vectorise without alias checks).
-#if defined(__GNUC__) && !defined(__clang__)
-#define RLCORE_DETAIL_INDEPENDENT_ITERATIONS _Pragma("GCC ivdep")
-#else
-#define RLCORE_DETAIL_INDEPENDENT_ITERATIONS
-#endif
-
 namespace rlcore {
 
 /// A token functor with a host chunked form (optional; see reduce_tokens): besides f(i, t) it
@@ -36,8 +29,9 @@ namespace rlcore {
 ///   f.host_load_padding(c, k)       fills slot k with an invalid (masked) token
 ///   f.host_load_full(c, i, t0)      host_load of the full chunk t0 .. t0 + width - 1 of row i
 ///   f.host_store_full(c, i, t0)     host_store of a full chunk
-///   f.host_compute<V>(c, lanes, k)  the per-slot body of variant V, over c and lanes[k] only
-///                                   (vectorisable)
+///   f.host_compute<V>(c, lanes)     the per-slot body of variant V over the chunk's slots, slot
+///                                   k touching c's slot k and lanes[k] only (a loop that
+///                                   vectorises)
 ///   f.host_flush(lanes, i)          folds the lanes' running sums of row i into their totals
 ///                                   (after every `pieces` chunks of a row and at the row's end)
 ///   f.host_store(c, k, i, t)        scatters slot k's outputs to token (i, t)
@@ -54,7 +48,7 @@ concept host_chunked_token_functor = requires(const F& f, typename F::host_chunk
   f.host_load_padding(c, k);
   f.host_load_full(c, k, k);
   f.host_store_full(c, k, k);
-  f.template host_compute<0>(c, l, k);
+  f.template host_compute<0>(c, l);
   f.host_flush(l, k);
   f.host_store(c, k, k, k);
   { f.host_finish(l) } -> std::convertible_to<Acc>;
@@ -137,10 +131,7 @@ RLCORE_DETAIL_FORCE_INLINE auto host_chunked_rows(const Layout& layout, const F&
           }
         }
       }
-      RLCORE_DETAIL_INDEPENDENT_ITERATIONS
-      for (index_t k = 0; k < width; ++k) {
-        f.template host_compute<Variant>(chunk, lanes, k);
-      }
+      f.template host_compute<Variant>(chunk, lanes);
       if (n == width) {
         f.host_store_full(chunk, i, t0);
       } else {

@@ -17,7 +17,15 @@
 #include "token_args.hpp"
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
+
+// Marks a loop whose iterations are independent (GCC: lets it vectorise without alias checks).
+#if defined(__GNUC__) && !defined(__clang__)
+#define RLCORE_DETAIL_POLICY_INDEPENDENT_ITERATIONS _Pragma("GCC ivdep")
+#else
+#define RLCORE_DETAIL_POLICY_INDEPENDENT_ITERATIONS
+#endif
 
 namespace rlcore::detail {
 
@@ -178,11 +186,46 @@ struct policy_token_chunk {
   static constexpr index_t width = 32;
   /// Chunks of a row per piece of the T-precision metric sums (see policy_token_lanes).
   static constexpr index_t pieces = 8;
-  T valid[width]; ///< 1 or 0
-  T lp[width], old[width], advantage[width], ref[width], entropy[width];
-  T weight[width]; ///< the token's aggregation weight
-  T grad[width], grad_entropy[width];
+  T valid[width];                                                        ///< 1 or 0
+  T lp[width], old[width], advantage[width], ref[width], entropy[width]; ///< gathered inputs
+  T grad[width], grad_entropy[width];                                    ///< outputs to scatter
+  T weight = T(0); ///< the row's aggregation weight
+  // Where the per-slot body reads its inputs and writes its outputs: the arrays above, or, for a
+  // full chunk of a row that is contiguous with elements of type T, the views' own memory.
+  const T* lp_in = lp;
+  const T* old_in = old;
+  const T* advantage_in = advantage;
+  const T* ref_in = ref;
+  const T* entropy_in = entropy;
+  T* grad_out = grad;
+  T* grad_entropy_out = grad_entropy;
+
+  /// Points every input and output at the local arrays.
+  void use_local_arrays() {
+    lp_in = lp;
+    old_in = old;
+    advantage_in = advantage;
+    ref_in = ref;
+    entropy_in = entropy;
+    grad_out = grad;
+    grad_entropy_out = grad_entropy;
+  }
 };
+
+/// Points `in` at the contiguous source `source` when its elements are of type T, else copies the
+/// `width` elements into `local` (converting to T) and points `in` at it.
+template <class T, index_t Width, class Source>
+RLCORE_DETAIL_FORCE_INLINE void gather_row_input(const T*& in, T (&local)[Width],
+                                                 const Source* source) {
+  if constexpr (std::is_same_v<std::remove_cv_t<Source>, T>) {
+    in = source;
+  } else {
+    for (index_t k = 0; k < Width; ++k) {
+      local[k] = T(source[k]);
+    }
+    in = local;
+  }
+}
 
 /// The host chunked path's metric sums: one lane per chunk slot (summed in slot order at the
 /// end). Per token, the unweighted terms go to `piece` sums in T over a piece of a row (at most
@@ -380,6 +423,7 @@ struct policy_token_pass {
   }
 
   RLCORE_DETAIL_FORCE_INLINE void host_load(host_chunk& c, index_t k, index_t i, index_t t) const {
+    c.use_local_arrays();
     c.valid[k] = layout.valid(i, t) ? T(1) : T(0);
     c.lp[k] = T(v.log_probs(i, t));
     c.old[k] = T(v.old_log_probs(i, t));
@@ -390,11 +434,12 @@ struct policy_token_pass {
     if constexpr (has_entropy) {
       c.entropy[k] = T(v.entropy(i, t));
     }
-    c.weight[k] = T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0));
+    c.weight = T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0));
   }
 
-  /// host_load of the `width` slots t0 .. t0 + width - 1 of row i: one copy loop per input (it
-  /// vectorises) when every view is contiguous along the row, else token by token.
+  /// host_load of the `width` slots t0 .. t0 + width - 1 of row i. When every view is contiguous
+  /// along the row, the inputs (and outputs) of element type T are used in place and the others
+  /// copied in one loop each; else token by token.
   RLCORE_DETAIL_FORCE_INLINE void host_load_full(host_chunk& c, index_t i, index_t t0) const {
     constexpr index_t width = host_chunk::width;
     const auto* lp = contiguous_row(v.log_probs, i, t0);
@@ -403,30 +448,38 @@ struct policy_token_pass {
     const auto* ref = contiguous_row(v.ref_log_probs, i, t0);
     const auto* entropy = contiguous_row(v.entropy, i, t0);
     const auto* mask = contiguous_mask_row(layout, i, t0);
+    auto* grad = contiguous_row(grad_log_probs, i, t0);
+    auto* grad_h = contiguous_row(grad_entropy, i, t0);
     const bool contiguous = lp != nullptr && old != nullptr && advantage != nullptr
                             && (!has_ref || ref != nullptr) && (!has_entropy || entropy != nullptr)
-                            && (mask != nullptr || !layout_has_mask(layout));
+                            && (mask != nullptr || !layout_has_mask(layout)) && grad != nullptr
+                            && (!is_present<GradEntropy> || grad_h != nullptr);
     if (!contiguous) {
       for (index_t k = 0; k < width; ++k) {
         host_load(c, k, i, t0 + k);
       }
       return;
     }
-    const T weight = T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0));
-    for (index_t k = 0; k < width; ++k) {
-      c.lp[k] = T(lp[k]);
-      c.old[k] = T(old[k]);
-      c.advantage[k] = T(advantage[k]);
-      c.weight[k] = weight;
-    }
+    c.weight = T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0));
+    gather_row_input(c.lp_in, c.lp, lp);
+    gather_row_input(c.old_in, c.old, old);
+    gather_row_input(c.advantage_in, c.advantage, advantage);
     if constexpr (has_ref) {
-      for (index_t k = 0; k < width; ++k) {
-        c.ref[k] = T(ref[k]);
-      }
+      gather_row_input(c.ref_in, c.ref, ref);
     }
     if constexpr (has_entropy) {
-      for (index_t k = 0; k < width; ++k) {
-        c.entropy[k] = T(entropy[k]);
+      gather_row_input(c.entropy_in, c.entropy, entropy);
+    }
+    if constexpr (std::is_same_v<std::remove_cvref_t<decltype(*grad)>, T>) {
+      c.grad_out = grad;
+    } else {
+      c.grad_out = c.grad;
+    }
+    if constexpr (is_present<GradEntropy>) {
+      if constexpr (std::is_same_v<std::remove_cvref_t<decltype(*grad_h)>, T>) {
+        c.grad_entropy_out = grad_h;
+      } else {
+        c.grad_entropy_out = c.grad_entropy;
       }
     }
     if (mask != nullptr) {
@@ -441,11 +494,18 @@ struct policy_token_pass {
     }
   }
 
-  /// host_store of the `width` slots t0 .. t0 + width - 1 of row i (one copy loop when the
-  /// outputs are contiguous along the row).
+  /// host_store of the `width` slots t0 .. t0 + width - 1 of row i: nothing for outputs written
+  /// in place, else one copy loop when the outputs are contiguous along the row, else slot by
+  /// slot.
   RLCORE_DETAIL_FORCE_INLINE void host_store_full(const host_chunk& c, index_t i,
                                                   index_t t0) const {
     constexpr index_t width = host_chunk::width;
+    const bool grad_in_place = c.grad_out != c.grad;
+    const bool grad_entropy_in_place =
+        !is_present<GradEntropy> || c.grad_entropy_out != c.grad_entropy;
+    if (grad_in_place && grad_entropy_in_place) {
+      return;
+    }
     auto* grad = contiguous_row(grad_log_probs, i, t0);
     auto* grad_h = contiguous_row(grad_entropy, i, t0);
     if (grad == nullptr || (is_present<GradEntropy> && grad_h == nullptr)) {
@@ -454,62 +514,87 @@ struct policy_token_pass {
       }
       return;
     }
-    using grad_type = std::remove_cvref_t<decltype(*grad)>;
-    for (index_t k = 0; k < width; ++k) {
-      grad[k] = grad_type(c.grad[k]);
+    if (!grad_in_place) {
+      using grad_type = std::remove_cvref_t<decltype(*grad)>;
+      for (index_t k = 0; k < width; ++k) {
+        grad[k] = grad_type(c.grad[k]);
+      }
     }
     if constexpr (is_present<GradEntropy>) {
-      using grad_entropy_type = std::remove_cvref_t<decltype(*grad_h)>;
-      for (index_t k = 0; k < width; ++k) {
-        grad_h[k] = grad_entropy_type(c.grad_entropy[k]);
+      if (!grad_entropy_in_place) {
+        using grad_entropy_type = std::remove_cvref_t<decltype(*grad_h)>;
+        for (index_t k = 0; k < width; ++k) {
+          grad_h[k] = grad_entropy_type(c.grad_entropy[k]);
+        }
       }
     }
   }
 
   RLCORE_DETAIL_FORCE_INLINE void host_load_padding(host_chunk& c, index_t k) const {
+    c.use_local_arrays();
     c.valid[k] = T(0);
-    c.lp[k] = c.old[k] = c.advantage[k] = c.ref[k] = c.entropy[k] = c.weight[k] = T(0);
+    c.lp[k] = c.old[k] = c.advantage[k] = c.ref[k] = c.entropy[k] = T(0);
   }
 
-  /// The per-slot body of the chunked form (Variant as host_variant()).
+  /// The per-slot body of the chunked form over the `width` slots of chunk c (Variant as
+  /// host_variant()): a loop the compiler vectorises.
   template <int Variant>
-  RLCORE_DETAIL_FORCE_INLINE void host_compute(host_chunk& c, host_lanes& l, index_t k) const {
+  RLCORE_DETAIL_FORCE_INLINE void host_compute(host_chunk& c, host_lanes& l) const {
+    const T* lp_in = c.lp_in;
+    const T* old_in = c.old_in;
+    const T* advantage_in = c.advantage_in;
+    const T* ref_in = c.ref_in;
+    const T* entropy_in = c.entropy_in;
+    T* grad_out = c.grad_out;
+    T* grad_entropy_out = c.grad_entropy_out;
+    const T weight = c.weight;
+    RLCORE_DETAIL_POLICY_INDEPENDENT_ITERATIONS
+    for (index_t k = 0; k < host_chunk::width; ++k) {
+      host_compute_slot<Variant>(c.valid[k] != T(0), lp_in[k], old_in[k], advantage_in[k],
+                                 ref_in[k], entropy_in[k], weight, grad_out[k], grad_entropy_out[k],
+                                 l, k);
+    }
+  }
+
+  /// The per-slot body: slot k's inputs (anything when masked), its outputs and lanes.
+  template <int Variant>
+  RLCORE_DETAIL_FORCE_INLINE void
+  host_compute_slot(bool valid, T lp_raw, T old_raw, T advantage_raw, T ref_raw, T entropy_raw,
+                    T weight, T& grad_out, T& grad_entropy_out, host_lanes& l, index_t k) const {
     using math::select;
     constexpr bool grpo_defaults = Variant == 1;
     const T dual_clip = grpo_defaults ? T(0) : p.dual_clip;
     const T delta_clip = grpo_defaults ? T(0) : p.delta_clip;
     const kl_estimator estimator = grpo_defaults ? kl_estimator::k3 : p.kl;
     const bool kl_output_clamp = grpo_defaults ? false : p.kl_output_clamp;
-    const bool valid = c.valid[k] != T(0);
     // A masked slot's inputs are replaced by 0 (they may be inf or NaN), so every term below is
     // finite; its outputs and sums are then selected to exactly 0 (never multiplied by a mask).
-    const T lp = select(valid, c.lp[k], T(0));
-    const T advantage = select(valid, c.advantage[k], T(0));
-    const T weight = c.weight[k];
-    const T raw_delta = lp - select(valid, c.old[k], T(0)); // 0 when masked
+    const T lp = select(valid, lp_raw, T(0));
+    const T advantage = select(valid, advantage_raw, T(0));
+    const T raw_delta = lp - select(valid, old_raw, T(0)); // 0 when masked
     math::clamped_value<T> delta = math::clamp_log_ratio(raw_delta, p.clamp);
-    const T ratio = math::exp_vectorizable(delta.value);
+    const T ratio = math::exp_vectorizable_bounded(delta.value); // |delta| <= clamp <= 80
     math::surrogate_term<T> term = math::clipped_surrogate_of_ratio(
         ratio, advantage, p.eps_low, p.eps_high, dual_clip, delta_clip);
     bool kept = true;
     T entropy = T(0);
     if constexpr (has_entropy) {
-      entropy = select(valid, c.entropy[k], T(0));
+      entropy = select(valid, entropy_raw, T(0));
       kept = !p.entropy_mask | (entropy >= p.entropy_threshold);
     }
     const bool counted = valid & kept;
     T gradient = weight * select(counted, term.gradient * delta.gate, T(0));
     l.piece_policy[k] += select(counted, term.value, T(0)); // times the weight in host_flush
     if constexpr (has_ref) {
-      const T ref = select(valid, c.ref[k], T(0));
+      const T ref = select(valid, ref_raw, T(0));
       math::value_and_gradient<T> kl =
           kl_term(estimator, kl_output_clamp, lp - ref, ratio, delta.gate);
       gradient += weight * p.kl_beta * kl.gradient;
       l.piece_kl[k] += select(valid, kl.value, T(0));
     }
-    c.grad[k] = select(valid, gradient, T(0));
+    grad_out = select(valid, gradient, T(0));
     if constexpr (has_entropy) {
-      c.grad_entropy[k] = select(valid, -weight * p.entropy_coef, T(0));
+      grad_entropy_out = select(valid, -weight * p.entropy_coef, T(0));
       l.piece_entropy[k] += entropy;
       l.entropy_kept[k] += counted ? 1 : 0;
     }
