@@ -6,6 +6,7 @@
 // Timing: CUDA events around `reps` back-to-back calls after warm-up; the median of 5 such
 // batches. Inputs larger than L2 or rotated among several sets (each kernel's comment says
 // which). Shape legend: N sequences, T tokens, V vocabulary.
+#include <rlcore/backend/cuda/advantage.cuh>
 #include <rlcore/backend/cuda/cuda.cuh>
 #include <rlcore/backend/cuda/logits.cuh>
 #include <rlcore/backend/cuda/policy.cuh>
@@ -157,6 +158,32 @@ __global__ void minimal_bytes_kernel(const float* lp, const float* old, const fl
   }
 }
 
+/// Launch-overhead reference.
+__global__ void empty_kernel() {
+}
+
+/// Calibration with 16-byte accesses: the same bytes and formula as minimal_bytes_kernel, 4
+/// tokens per thread per step (float4 loads and store, the 4 mask bytes in one load).
+__global__ void minimal_bytes_vec4_kernel(const float4* lp, const float4* old, const float4* ref,
+                                          const float4* adv, const unsigned* mask, float4* out,
+                                          index_t n4) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t k = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; k < n4;
+       k += stride) {
+    const float4 a = __ldcs(lp + k);
+    const float4 b = __ldcs(old + k);
+    const float4 c = __ldcs(ref + k);
+    const float4 d = __ldcs(adv + k);
+    const unsigned m = __ldcs(mask + k);
+    float4 r;
+    r.x = (m & 0xFFu) != 0 ? (a.x - b.x) * d.x + c.x : 0.0f;
+    r.y = (m & 0xFF00u) != 0 ? (a.y - b.y) * d.y + c.y : 0.0f;
+    r.z = (m & 0xFF0000u) != 0 ? (a.z - b.z) * d.z + c.z : 0.0f;
+    r.w = (m & 0xFF000000u) != 0 ? (a.w - b.w) * d.w + c.w : 0.0f;
+    __stcs(out + k, r);
+  }
+}
+
 } // namespace
 
 #include "bench_logits.cuh"
@@ -290,6 +317,44 @@ int main(int argc, char** argv) {
         },
         quick ? 5 : 20);
     record("  reference: elementwise kernel moving the same 21 B/token", ms_floor_kernel, bytes);
+    int sms = 0;
+    CHECK_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const double ms_floor_vec4 = time_ms(
+        [&](int k) {
+          auto& s = sets[k % 2];
+          minimal_bytes_vec4_kernel<<<sms * 8, 256>>>(
+              reinterpret_cast<const float4*>(thrust::raw_pointer_cast(s.lp.data())),
+              reinterpret_cast<const float4*>(thrust::raw_pointer_cast(s.old.data())),
+              reinterpret_cast<const float4*>(thrust::raw_pointer_cast(s.ref.data())),
+              reinterpret_cast<const float4*>(thrust::raw_pointer_cast(s.adv.data())),
+              reinterpret_cast<const unsigned*>(thrust::raw_pointer_cast(mask.data())),
+              reinterpret_cast<float4*>(thrust::raw_pointer_cast(grad.data())), tokens / 4);
+        },
+        quick ? 5 : 20);
+    record("  reference: same with 16-byte loads and stores", ms_floor_vec4, bytes);
+    // Shapes of the tiled kernel (tile_config<threads, float4 groups per thread, min blocks/SM>),
+    // with and without the L2 prefetch of each block's next row.
+    const auto tiled_ms = [&](auto config, const rlcore::cuda::detail::policy_launch& launch) {
+      using config_t = decltype(config);
+      return time_ms(
+          [&](int k) {
+            auto& s = sets[k % 2];
+            const rlcore::policy_inputs<V, V, V, V> inputs{m(s.lp), m(s.old), m(s.adv), m(s.ref)};
+            auto none = rlcore::none;
+            rlcore::cuda::detail::bind_policy_arguments(
+                "policy_objective", layout, inputs, g, none, options,
+                [&](const auto& views, const auto& gv, const auto& ge, bool) {
+                  rlcore::cuda::detail::enqueue_fused_policy_objective<config_t>(
+                      "policy_objective", temp.data(), layout, views, gv, ge, options, ctx, launch);
+                });
+          },
+          quick ? 5 : 20);
+    };
+    using rlcore::cuda::detail::tile_config;
+    record("  tiled kernel, 256 threads x 2 float4 groups per lane, 2 blocks/SM",
+           tiled_ms(tile_config<256, 2, 2>{}, {}), bytes);
+    record("  tiled kernel, 128 threads x 1 float4 group per lane, 6 blocks/SM",
+           tiled_ms(tile_config<128, 1, 6>{}, {}), bytes);
     const double ms_generic = time_ms(
         [&](int k) {
           auto& s = sets[k % 2];
@@ -343,9 +408,28 @@ int main(int argc, char** argv) {
               thrust::raw_pointer_cast(ret[s].data()), n, t_len, 0.99f, 0.95f);
         },
         quick ? 2 : 5);
-    record("GAE 256 x 8192, generic gae_advantages (2 affine scans)", ms_scan, bytes,
+    const auto fused_ms = [&](const rlcore::cuda::detail::gae_launch& launch) {
+      return time_ms(
+          [&](int k) {
+            const int s = k % set_count;
+            auto av = m(a[s]);
+            auto rv = m(ret[s]);
+            rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(m(mk[s])), m(r[s]), m(v[s]), av,
+                                              rv, options, ctx, launch);
+          },
+          quick ? 5 : 50);
+    };
+    const double ms_fused = fused_ms({});
+    record("GAE 256 x 8192, fused cuda::gae_advantages (one composite scan)", ms_fused, bytes,
+           "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_fused));
+    record("  fused, 256 threads x 16 tokens per tile", fused_ms({16}), bytes);
+    record("  GAE generic gae_advantages (2 affine scans)", ms_scan, bytes,
            "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_scan));
     record("  GAE one thread per sequence (reference point)", ms_naive, bytes);
+    // Launch overhead floor: an empty kernel back to back.
+    const double ms_empty = time_ms([&](int) { empty_kernel<<<1, 32>>>(); }, quick ? 5 : 50);
+    std::printf("  (an empty kernel back to back: %.4f ms per launch)\n", ms_empty);
+    results.push_back({"empty kernel launch", ms_empty, 0, 0, ""});
   }
 
   // --- logits: bf16 16 x 1024 x 152064 (4.98 GB), bench_logits.cuh -----------------------------

@@ -82,4 +82,50 @@ RLCORE_HD inline affine_step suffix_sum_step(double term) {
   return affine_step{1.0, term};
 }
 
+/// Affine map of the fused GAE scan on the carry pair (v, a) = (value of the next valid token,
+/// advantage of the next valid token), read backwards over a row:
+///   (v, a) -> (keep_value * v + value,  value_gain * v + advantage_gain * a + advantage).
+/// One valid token t maps the carry from t + 1 to the carry from t:
+///   v' = V_t,  a' = A_t = (r_t - V_t) + gamma * v + gamma * lambda * a   (GAE's two recurrences),
+/// a masked token is the identity (both carries pass through). Maps of consecutive tokens compose
+/// (gae_then) into a map of the same form (the linear part stays lower triangular, keep_value in
+/// {0, 1}), so GAE is one associative scan over these maps: no per-token scratch.
+template <class T>
+struct gae_carry_map {
+  T keep_value = 1;     ///< 1 when the segment has no valid token, else 0
+  T value_gain = 0;     ///< d v' / d v
+  T advantage_gain = 1; ///< d a' / d a = (gamma * lambda)^(valid tokens of the segment)
+  T value = 0;          ///< v' of carry (0, 0)
+  T advantage = 0;      ///< a' of carry (0, 0)
+};
+
+/// The map of one token: (0, gamma, gamma * lambda, V, r - V) when valid, the identity when masked.
+template <class T>
+RLCORE_HD constexpr gae_carry_map<T> gae_token_map(bool valid, T gamma, T lambda, T reward,
+                                                   T value) {
+  return valid ? gae_carry_map<T>{T(0), gamma, gamma * lambda, value, reward - value}
+               : gae_carry_map<T>{};
+}
+
+/// The map that applies `first`, then `second` (first = the later tokens of a reverse scan): with
+/// f = first, g = second, (g o f) = (g.k f.k, g.q f.k + g.s f.q, g.s f.s, g.k f.v + g.v,
+/// g.q f.v + g.s f.a + g.a). Associative; the identity is gae_carry_map<T>{}.
+template <class T>
+RLCORE_HD constexpr gae_carry_map<T> gae_then(const gae_carry_map<T>& first,
+                                              const gae_carry_map<T>& second) {
+  return {
+      second.keep_value * first.keep_value,
+      second.value_gain * first.keep_value + second.advantage_gain * first.value_gain,
+      second.advantage_gain * first.advantage_gain, second.keep_value * first.value + second.value,
+      second.value_gain * first.value + second.advantage_gain * first.advantage + second.advantage};
+}
+
+/// Advantage of a valid token given the carry from the next token (the map applied to the
+/// carry, second component): A_t = (r_t - V_t) + gamma * V_next + gamma * lambda * A_next.
+template <class T>
+RLCORE_HD constexpr T gae_advantage_after(const gae_carry_map<T>& token, T next_value,
+                                          T next_advantage) {
+  return token.value_gain * next_value + token.advantage_gain * next_advantage + token.advantage;
+}
+
 } // namespace rlcore::math

@@ -4,8 +4,12 @@
 // the same generic per-row and per-token function objects), and run as one pass over the tokens:
 // a warp per row sums the row pre-pass (valid count, sequence sums) from HBM and the token pass
 // re-reads the row from L1/L2, so each input is read from device memory once and the gradient is
-// written once. The generic rlcore::policy_objective with a device context also works (it runs
-// the pre-pass and the token pass as two launches over the whole batch); this one is the fast path.
+// written once. The per-token clipped surrogate (PPO / GRPO: any KL estimator, no entropy, no
+// importance correction) on fp32 padded rows with T % 4 == 0, 16-byte aligned rows and one row
+// stride takes the tiled kernel instead (kernels/policy_kernels.cuh: 16-byte loads, per-row
+// slots, result independent of the launch shape). The generic rlcore::policy_objective with a
+// device context also works (it runs the pre-pass and the token pass as two launches over the
+// whole batch); these are the fast paths.
 //
 // Device memory: every per-token tensor and the layout must be in device memory. The call waits
 // for the loss and metrics (host values); the gradient is complete when it returns.
@@ -22,23 +26,94 @@
 namespace rlcore::cuda {
 namespace detail {
 
-/// Bytes of temporary storage of the fused objective: [sums | block partials | row stats].
+/// Launch knob of the tiled kernel (tests and benchmarks): the result never depends on it.
+struct policy_launch {
+  index_t max_blocks = 0; ///< grid cap of the tiled kernel; 0 = one full wave of the device
+};
+
+/// Bytes of temporary storage of the fused objective, the larger of the two kernels' needs:
+/// warp-per-row kernel [sums | block partials | row stats], tiled kernel [sums | row sums |
+/// partials of the fixed-shape reduction of the row sums].
 inline std::size_t fused_policy_temp_bytes(index_t rows) {
   using rlcore::detail::policy_row_stats;
   using rlcore::detail::policy_token_sums;
   const index_t wanted = (rows + policy_warps_per_block - 1) / policy_warps_per_block;
   const index_t grid = wanted < 1 ? 1 : (wanted < policy_max_blocks ? wanted : policy_max_blocks);
-  return static_cast<std::size_t>(grid + 1) * sizeof(policy_token_sums)
-         + static_cast<std::size_t>(rows) * sizeof(policy_row_stats);
+  const std::size_t rows_kernel = static_cast<std::size_t>(grid + 1) * sizeof(policy_token_sums)
+                                  + static_cast<std::size_t>(rows) * sizeof(policy_row_stats);
+  const std::size_t tiles_kernel =
+      static_cast<std::size_t>(1 + rows + grid_for(rows, reduce_max_blocks))
+      * sizeof(policy_token_sums);
+  return rows_kernel > tiles_kernel ? rows_kernel : tiles_kernel;
+}
+
+/// Grid of the tiled kernel: one full wave (resident blocks per SM x SMs), at most blocks_wanted.
+template <class Kernel>
+unsigned policy_tiles_grid(Kernel kernel, int threads, index_t blocks_wanted,
+                           const policy_launch& launch) {
+  index_t cap = launch.max_blocks;
+  if (cap <= 0) {
+    int device = 0;
+    int sms = 0;
+    int per_sm = 0;
+    RLCORE_CUDA_CHECK(cudaGetDevice(&device));
+    RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+    cap = static_cast<index_t>(sms) * (per_sm < 1 ? 1 : per_sm);
+  }
+  return static_cast<unsigned>(blocks_wanted < cap ? blocks_wanted : cap);
+}
+
+/// Sums the per-row slots of the tiled kernel (after `sums`) into sums[0]: a fixed-shape
+/// two-stage reduction that depends only on the number of rows.
+inline void finish_policy_tiles(index_t rows, rlcore::detail::policy_token_sums* sums,
+                                const device_context& ctx) {
+  using rlcore::detail::policy_token_sums;
+  policy_token_sums* row_sums = sums + 1;
+  policy_token_sums* partials = row_sums + rows;
+  const unsigned reduce_grid = grid_for(rows, reduce_max_blocks);
+  reduce_partials_kernel<policy_token_sums><<<reduce_grid, block_threads, 0, ctx.stream>>>(
+      rows, array_source<policy_token_sums>{row_sums}, partials);
+  RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_partials_kernel (policy rows)");
+  reduce_final_kernel<policy_token_sums>
+      <<<1, block_threads, 0, ctx.stream>>>(index_t{reduce_grid}, partials, sums);
+  RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_final_kernel (policy rows)");
+}
+
+/// Runs the tiled kernel (row sums into slots) and sums the slots with a fixed-shape reduction.
+template <class Config, bool HasRef, class Layout, class Views, class Grad>
+void enqueue_policy_tiles(const Layout& layout, const Views& views, const Grad& grad,
+                          const rlcore::detail::policy_params<float>& p,
+                          rlcore::detail::policy_token_sums* sums, const policy_launch& launch,
+                          const device_context& ctx) {
+  const index_t rows = layout.rows();
+  rlcore::detail::policy_token_sums* row_sums = sums + 1;
+  const auto run = [&](auto kernel) {
+    constexpr index_t warps = Config::threads / 32;
+    const unsigned grid =
+        policy_tiles_grid(kernel, Config::threads, (rows + warps - 1) / warps, launch);
+    kernel<<<grid, Config::threads, 0, ctx.stream>>>(layout, views, grad, p, row_sums);
+    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::clipped_policy_tiles_kernel");
+  };
+  if constexpr (HasRef) {
+    if (p.kl == kl_estimator::k3) { // the GRPO default: k3 as a constant, its selects fold
+      run(clipped_policy_tiles_kernel<Config, true, true, Layout, Views, Grad>);
+      finish_policy_tiles(rows, sums, ctx);
+      return;
+    }
+  }
+  run(clipped_policy_tiles_kernel<Config, HasRef, false, Layout, Views, Grad>);
+  finish_policy_tiles(rows, sums, ctx);
 }
 
 /// Enqueues the fused pass on ctx.stream; the metric sums land at the start of d_temp.
 /// Synchronises only when token_mean needs the local valid-token count (a reduction).
-template <class Layout, class Views, class Grad, class GradEntropy>
+template <class TileConfig = default_tile_config, class Layout, class Views, class Grad,
+          class GradEntropy>
 void enqueue_fused_policy_objective(const char* function, void* d_temp, const Layout& layout,
                                     const Views& views, const Grad& grad,
                                     const GradEntropy& grad_entropy, const policy_options& o,
-                                    const device_context& ctx) {
+                                    const device_context& ctx, const policy_launch& launch = {}) {
   using rlcore::detail::policy_row_pass;
   using rlcore::detail::policy_row_stats;
   using rlcore::detail::policy_token_pass;
@@ -76,6 +151,23 @@ void enqueue_fused_policy_objective(const char* function, void* d_temp, const La
   if constexpr (fast_path_types) {
     if (o.loss == policy_loss::clipped && o.importance.level == importance_level::none) {
       constexpr bool has_ref = rlcore::detail::is_present<decltype(views.ref_log_probs)>;
+      if constexpr (!Layout::is_packed) {
+        bool vectorized = mask4_rows(layout) && float4_rows(views.log_probs)
+                          && float4_rows(views.old_log_probs) && float4_rows(views.advantages)
+                          && float4_rows(grad);
+        const index_t stride = views.log_probs.row_stride;
+        vectorized = vectorized && views.old_log_probs.row_stride == stride
+                     && views.advantages.row_stride == stride && grad.row_stride == stride
+                     && (layout.mask.data == nullptr || layout.mask.row_stride == stride);
+        if constexpr (has_ref) {
+          vectorized = vectorized && float4_rows(views.ref_log_probs)
+                       && views.ref_log_probs.row_stride == stride;
+        }
+        if (vectorized) {
+          enqueue_policy_tiles<TileConfig, has_ref>(layout, views, grad, p, sums, launch, ctx);
+          return;
+        }
+      }
       clipped_policy_rows_kernel<has_ref>
           <<<grid, block_threads, 0, ctx.stream>>>(layout, views, grad, p, partials);
       RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::clipped_policy_rows_kernel");

@@ -1,19 +1,29 @@
-// The fused policy-objective kernel: one warp per row, persistent grid. Per row the warp sums the
+// The fused policy-objective kernels. Private: include policy.cuh.
+//
+// policy_rows_kernel (every form): one warp per row, persistent grid. Per row the warp sums the
 // generic row pre-pass (objective/detail/policy_pass.hpp: policy_row_pass) when the options need
 // it, publishes it, then runs the generic token pass (policy_token_pass) over the row, whose
 // metric sums each thread keeps across its rows. One block reduction at the end: each block
 // writes one partial, a second kernel folds them (execution_kernels.cuh). The grid depends only
-// on N, so the result is bitwise reproducible. Private: include policy.cuh.
+// on N, so the result is bitwise reproducible. clipped_policy_rows_kernel: the same shape for the
+// clipped surrogate (fp32, no entropy, no importance correction) with float row partials.
+//
+// clipped_policy_tiles_kernel: the fast path of the clipped surrogate on fp32 padded rows that
+// allow 16-byte access: a warp per row, float4 loads and stores, the next row's valid count taken
+// during the current row, one warp reduction per row into a per-row slot, and a fixed-shape
+// reduction of the slots: bitwise reproducible whatever the grid, block size or stream.
 #pragma once
 
 #include "../../../config.hpp"
 #include "execution_kernels.cuh"
+#include "vector_rows.cuh"
 
 #include "../../../math/kl.hpp"
 #include "../../../math/surrogate.hpp"
 #include "../../../objective/detail/policy_pass.hpp"
 #include "../../../objective/metrics.hpp"
 
+#include <cub/block/block_reduce.cuh>
 #include <cub/warp/warp_reduce.cuh>
 
 namespace rlcore::cuda::detail {
@@ -239,6 +249,205 @@ __global__ void __launch_bounds__(block_threads, 3)
   const auto total = block_reduce(block_storage).Reduce(sums, accumulate_op{});
   if (threadIdx.x == 0) {
     block_sums[blockIdx.x] = total;
+  }
+}
+
+/// Shape of the tiled clipped-surrogate kernel: Threads per block (a warp per row), Groups float4
+/// groups (4 tokens each) per lane per step, MinBlocks resident blocks per SM asked of the
+/// register allocator (80 registers for 3 blocks of 256: no spills).
+template <int Threads, int Groups, int MinBlocks>
+struct tile_config {
+  static constexpr int threads = Threads;
+  static constexpr int groups = Groups;
+  static constexpr int min_blocks = MinBlocks;
+};
+using default_tile_config = tile_config<256, 1, 3>;
+
+/// Per-row float sums of the tiled kernel: the unweighted surrogate and KL values (the row's
+/// aggregation weight is applied once per row), the metric counts and sums, and the valid count
+/// of the block's next row (counted during this row, so that its weight is known when it starts).
+struct clipped_tile_sums {
+  float policy_value = 0;
+  float kl_value = 0;
+  float valid = 0;
+  float clipped_low = 0;
+  float clipped_high = 0;
+  float dual_clipped = 0;
+  float neg_delta = 0;
+  float advantage = 0;
+  float advantage_sq = 0;
+  float next_valid = 0;
+
+  __device__ clipped_tile_sums& operator+=(const clipped_tile_sums& o) {
+    policy_value += o.policy_value;
+    kl_value += o.kl_value;
+    valid += o.valid;
+    clipped_low += o.clipped_low;
+    clipped_high += o.clipped_high;
+    dual_clipped += o.dual_clipped;
+    neg_delta += o.neg_delta;
+    advantage += o.advantage;
+    advantage_sq += o.advantage_sq;
+    next_valid += o.next_valid;
+    return *this;
+  }
+
+  /// The row's contribution to the objective's sums: loss terms times the row weight w.
+  [[nodiscard]] __device__ rlcore::detail::policy_token_sums weighted(double w,
+                                                                      double kl_beta) const {
+    rlcore::detail::policy_token_sums s{};
+    s.policy_loss = w * static_cast<double>(policy_value);
+    s.kl_loss = w * kl_beta * static_cast<double>(kl_value);
+    s.valid = valid;
+    s.clipped_low = clipped_low;
+    s.clipped_high = clipped_high;
+    s.dual_clipped = dual_clipped;
+    s.neg_delta = neg_delta;
+    s.kl_value = kl_value;
+    s.advantage = advantage;
+    s.advantage_sq = advantage_sq;
+    s.importance_weight = valid; // weight 1 per valid token (no correction)
+    s.entropy_kept = valid;      // no entropy masking
+    return s;
+  }
+};
+
+/// Warp sum of the row sums (butterfly: every lane gets the total).
+__device__ inline clipped_tile_sums warp_sum(clipped_tile_sums s) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    clipped_tile_sums o;
+    o.policy_value = __shfl_xor_sync(0xffffffffu, s.policy_value, offset);
+    o.kl_value = __shfl_xor_sync(0xffffffffu, s.kl_value, offset);
+    o.valid = __shfl_xor_sync(0xffffffffu, s.valid, offset);
+    o.clipped_low = __shfl_xor_sync(0xffffffffu, s.clipped_low, offset);
+    o.clipped_high = __shfl_xor_sync(0xffffffffu, s.clipped_high, offset);
+    o.dual_clipped = __shfl_xor_sync(0xffffffffu, s.dual_clipped, offset);
+    o.neg_delta = __shfl_xor_sync(0xffffffffu, s.neg_delta, offset);
+    o.advantage = __shfl_xor_sync(0xffffffffu, s.advantage, offset);
+    o.advantage_sq = __shfl_xor_sync(0xffffffffu, s.advantage_sq, offset);
+    o.next_valid = __shfl_xor_sync(0xffffffffu, s.next_valid, offset);
+    s += o;
+  }
+  return s;
+}
+
+/// Tiled fast path of the fused objective for the clipped surrogate (PPO / GRPO) with an
+/// optional KL penalty, no entropy, no importance correction, fp32 padded rows that allow 16-byte
+/// access (float4_rows, mask4_rows) and share one row stride: the same composition of
+/// math/surrogate.hpp and math/kl.hpp as clipped_policy_rows_kernel / policy_token_pass for that
+/// configuration (KlK3: the estimator is k3, passed as a constant so that the estimator selects
+/// fold). A warp owns a row at a time (grid-stride over rows): per step each lane loads
+/// Config::groups float4s of every input and 4-byte mask words before any arithmetic, writes the
+/// gradient with 16-byte stores and keeps float sums; the lanes also count the valid tokens of the
+/// warp's next row, so its weight is known when it starts, and optionally ask L2 for that row. One
+/// warp reduction per row gives the row's sums, written to row_sums[i]; the slots are summed by a
+/// fixed-shape reduction, so the result does not depend on the grid: bitwise reproducible for any
+/// grid and stream.
+template <class Config, bool HasRef, bool KlK3, class Layout, class Views, class Grad>
+__global__ void __launch_bounds__(Config::threads, Config::min_blocks)
+    clipped_policy_tiles_kernel(Layout layout, Views v, Grad grad,
+                                rlcore::detail::policy_params<float> p,
+                                rlcore::detail::policy_token_sums* row_sums) {
+  constexpr int G = Config::groups;
+  constexpr index_t step = index_t{32} * 4 * G; // tokens per warp step
+  constexpr int warps = Config::threads / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const index_t rows = layout.rows();
+  const index_t cols = layout.cols();
+  const bool has_mask = layout.mask.data != nullptr;
+  const bool count_rows = p.weights.divide_by_row_count && has_mask;
+  const index_t stride = static_cast<index_t>(gridDim.x) * warps;
+  index_t i = static_cast<index_t>(blockIdx.x) * warps + static_cast<index_t>(threadIdx.x) / 32;
+  float count = static_cast<float>(cols);
+  if (count_rows && i < rows) {
+    int c = 0;
+    for (index_t t = index_t{lane} * 4; t < cols; t += 32 * 4) {
+      c += count4(mask_word(&layout.mask(i, t)));
+    }
+    count = static_cast<float>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(c)));
+  }
+  const kl_estimator estimator = KlK3 ? kl_estimator::k3 : p.kl;
+  for (; i < rows; i += stride) {
+    const index_t next = i + stride;
+    const bool count_next = count_rows && next < rows;
+    const double weight_d = p.weights.row_weight(static_cast<double>(count));
+    const auto weight = static_cast<float>(weight_d);
+    // Every view (and the mask) has col_stride 1 and the same row stride on this path: token t
+    // of row i of any of them is data[row + t].
+    const index_t row = i * v.log_probs.row_stride;
+    const index_t next_row = next * v.log_probs.row_stride;
+    clipped_tile_sums sums;
+    for (index_t base = 0; base < cols; base += step) {
+      float lp[G][4];
+      float old[G][4];
+      float adv[G][4];
+      float ref[G][4];
+      bool valid[G][4];
+      unsigned next_word[G];
+#pragma unroll
+      for (int g = 0; g < G; ++g) { // every load of the step before any arithmetic
+        const index_t t = base + (index_t{g} * 32 + lane) * 4;
+        next_word[g] = 0;
+        if (t < cols) {
+          load4(v.log_probs.data + row + t, lp[g]);
+          load4(v.old_log_probs.data + row + t, old[g]);
+          load4(v.advantages.data + row + t, adv[g]);
+          if constexpr (HasRef) {
+            load4(v.ref_log_probs.data + row + t, ref[g]);
+          }
+          mask4(has_mask ? mask_word(layout.mask.data + row + t) : 0xFFFFFFFFu, valid[g]);
+          if (count_next) {
+            next_word[g] = mask_word(layout.mask.data + next_row + t);
+          }
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const index_t t = base + (index_t{g} * 32 + lane) * 4;
+        if (t >= cols) {
+          continue;
+        }
+        sums.next_valid += static_cast<float>(count4(next_word[g]));
+        float gradient[4];
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          // Masked slots may hold anything (inf, NaN): computed, then never used (select).
+          const bool ok = valid[g][b];
+          const float raw_delta = lp[g][b] - old[g][b];
+          const math::clamped_value<float> delta = math::clamp_log_ratio(raw_delta, p.clamp);
+          const math::surrogate_term<float> term = math::clipped_surrogate(
+              delta.value, adv[g][b], p.eps_low, p.eps_high, p.dual_clip, p.delta_clip);
+          float token_gradient = weight * term.gradient * delta.gate;
+          if constexpr (HasRef) {
+            math::value_and_gradient<float> kl =
+                math::kl_estimate(estimator, lp[g][b] - ref[g][b], raw_delta, p.clamp);
+            if (p.kl_output_clamp) {
+              kl = math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
+            }
+            sums.kl_value += ok ? kl.value : 0.0f;
+            token_gradient += weight * p.kl_beta * kl.gradient;
+          }
+          gradient[b] = ok ? token_gradient : 0.0f;
+          sums.policy_value += ok ? term.value : 0.0f;
+          sums.valid += ok ? 1.0f : 0.0f;
+          sums.clipped_low += (ok && term.clipped_low) ? 1.0f : 0.0f;
+          sums.clipped_high += (ok && term.clipped_high) ? 1.0f : 0.0f;
+          sums.dual_clipped += (ok && term.dual_clipped) ? 1.0f : 0.0f;
+          sums.neg_delta -= ok ? raw_delta : 0.0f;
+          sums.advantage += ok ? adv[g][b] : 0.0f;
+          sums.advantage_sq += ok ? adv[g][b] * adv[g][b] : 0.0f;
+        }
+        store4(grad.data + row + t, gradient);
+      }
+    }
+    const clipped_tile_sums total = warp_sum(sums);
+    if (lane == 0) {
+      row_sums[i] = total.weighted(weight_d, static_cast<double>(p.kl_beta));
+    }
+    if (count_next) {
+      count = total.next_valid;
+    }
   }
 }
 
