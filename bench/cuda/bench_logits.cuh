@@ -65,6 +65,21 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
       },
       quick ? 2 : 5, 1);
   record("  same, d logits written in place over the logits", ms_in_place, 2.0 * read_bytes);
+  // The kernel choices of the fused path: cluster sizes (one row per cluster, held in shared
+  // memory, one HBM read) and the two-pass kernel (-1: statistics, then the gradient from L2).
+  for (const int cluster : {8, 4, 2, -1}) {
+    const double ms = time_ms(
+        [&](int) {
+          (void)rlcore::cuda::detail::fused_policy_loss_from_logits(
+              layout, view, m(ids), m(old), m(adv), m(ref), grad_view,
+              rlcore::grpo_options{}.as_policy_options(), {}, ctx, nullptr, cluster);
+        },
+        quick ? 2 : 5, 1);
+    const std::string name =
+        cluster > 0 ? "  same, cluster of " + std::to_string(cluster) + " CTAs per row forced"
+                    : std::string("  same, two-pass kernel forced");
+    record(name.c_str(), ms, 2.0 * read_bytes);
+  }
   CHECK_CUDA(cudaFree(logits));
   CHECK_CUDA(cudaFree(grad));
 }

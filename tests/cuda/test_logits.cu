@@ -1,8 +1,11 @@
 // Logits kernels: token log-probs and entropy from bf16 / fp16 / fp32 logits against a double
 // CPU reference written here from the definitions (lp = z_id/tau - logsumexp(z/tau),
 // H = -sum p log p), exact vocabulary tails (32001, 129920, 151936, 152064), misaligned rows,
-// masked rows never read, bad ids reported; the fused GRPO-from-logits forward + backward against
-// the CPU grpo_objective chained with d lp / dz = (onehot - p) / tau, in place, deterministic.
+// masked rows never read, bad ids reported, the accuracy of the fast exp2 path measured, the NaN /
+// inf policy (error by default, propagate on request) and huge finite logits (exact fallback); the
+// fused GRPO-from-logits forward + backward against the CPU grpo_objective chained with
+// d lp / dz = (onehot - p) / tau, through the cluster kernel (every cluster size, vocabulary tails,
+// in place) and the two-pass kernel, deterministic.
 #include "cuda_test_util.cuh"
 
 #include <rlcore/backend/cuda/logits.cuh>
@@ -62,7 +65,9 @@ row_reference reference_row(const T* row, index_t vocab, double tau) {
   out.log_p.resize(vocab);
   for (index_t j = 0; j < vocab; ++j) {
     out.log_p[j] = from_logit(row[j]) / tau - lse;
-    out.entropy -= std::exp(out.log_p[j]) * out.log_p[j];
+    if (std::isfinite(out.log_p[j])) { // a -inf logit has p = 0 and adds nothing
+      out.entropy -= std::exp(out.log_p[j]) * out.log_p[j];
+    }
   }
   return out;
 }
@@ -160,17 +165,155 @@ TEST_CASE("token log-probs: ids outside [0, V) are reported, never read") {
   CHECK(bytes == rlcore::cuda::token_log_probs_temp_bytes);
 }
 
+TEST_CASE("token log-probs: accuracy of the fast exp2 path against double, bf16 V = 152064") {
+  // The measured error of fp32 accumulation with exp2_fast (one MUFU.EX2 per logit): relative to
+  // max(1, |lp|) for lp and to H for the entropy, over 16 rows of N(0, 3^2) bf16 logits and 16
+  // rows of N(0, 0.3^2) ones (high entropy, H ~ log V).
+  const index_t vocab = 152064;
+  const index_t rows = 32;
+  auto host = random_logits<__nv_bfloat16>(rows * vocab, 2026);
+  for (index_t j = 16 * vocab; j < rows * vocab; ++j) {
+    host[j] = to_logit<__nv_bfloat16>(0.1f * __bfloat162float(host[j]));
+  }
+  std::vector<int> ids(rows);
+  for (index_t r = 0; r < rows; ++r) {
+    ids[r] = static_cast<int>((r * 104729) % vocab);
+  }
+  thrust::device_vector<__nv_bfloat16> d(host.begin(), host.end());
+  const auto dids = to_device(ids);
+  thrust::device_vector<float> lp(rows);
+  thrust::device_vector<float> h(rows);
+  for (const double tau : {1.0, 0.7}) {
+    rlcore::cuda::token_log_probs<__nv_bfloat16, int>(
+        {thrust::raw_pointer_cast(d.data()), rows, vocab, vocab, 1},
+        thrust::raw_pointer_cast(dids.data()), nullptr, thrust::raw_pointer_cast(lp.data()),
+        thrust::raw_pointer_cast(h.data()), tau, ctx);
+    const auto lp_h = to_host(lp);
+    const auto h_h = to_host(h);
+    double worst_lp = 0;
+    double worst_h = 0;
+    for (index_t r = 0; r < rows; ++r) {
+      const auto ref = reference_row(host.data() + r * vocab, vocab, tau);
+      const double want = ref.log_p[ids[r]];
+      worst_lp = std::max(worst_lp, std::abs(lp_h[r] - want) / std::max(1.0, std::abs(want)));
+      worst_h = std::max(worst_h, std::abs(h_h[r] - ref.entropy) / ref.entropy);
+    }
+    MESSAGE("tau ", tau, ": max relative error lp ", worst_lp, ", entropy ", worst_h);
+    CHECK(worst_lp <= 1e-6);
+    CHECK(worst_h <= 1e-6);
+  }
+}
+
+TEST_CASE_TEMPLATE(
+    "token log-probs: NaN / inf logits are an error by default, propagate on request", T,
+    __nv_bfloat16, float) {
+  const index_t vocab = 4099;
+  const index_t rows = 5;
+  auto host = random_logits<T>(rows * vocab, 77);
+  const float inf = std::numeric_limits<float>::infinity();
+  host[3 * vocab + 17] = to_logit<T>(std::numeric_limits<float>::quiet_NaN());
+  host[1 * vocab + 4000] = to_logit<T>(inf);
+  host[2 * vocab + 5] = to_logit<T>(-inf); // a vocabulary mask under propagate
+  host[4 * vocab + 9] = to_logit<T>(std::numeric_limits<float>::quiet_NaN()); // masked row
+  const std::vector<int> ids{1, 2, 3, 4, 5};
+  const std::vector<std::uint8_t> mask{1, 1, 1, 1, 0};
+  thrust::device_vector<T> d(host.begin(), host.end());
+  const auto dids = to_device(ids);
+  const auto dmask = to_device(mask);
+  thrust::device_vector<float> lp(rows);
+  thrust::device_vector<float> h(rows);
+  const rlcore::matrix_view<const T, device_space> logits{thrust::raw_pointer_cast(d.data()), rows,
+                                                          vocab, vocab, 1};
+  const auto run = [&](const rlcore::logits_options& o) {
+    rlcore::cuda::token_log_probs<T, int>(
+        logits, thrust::raw_pointer_cast(dids.data()), thrust::raw_pointer_cast(dmask.data()),
+        thrust::raw_pointer_cast(lp.data()), thrust::raw_pointer_cast(h.data()), o, ctx);
+  };
+  // Default (error): the first valid row with a NaN or inf is named, with the CPU's message.
+  check_invalid([&] { run({}); }, "logits", "got a NaN or inf in logits row 1");
+  check_invalid(
+      [&] {
+        rlcore::cuda::token_log_probs<T, int>(
+            logits, thrust::raw_pointer_cast(dids.data()), thrust::raw_pointer_cast(dmask.data()),
+            thrust::raw_pointer_cast(lp.data()), nullptr, 1.0, ctx);
+      },
+      "logits", "expected finite logits in every valid row");
+  // propagate: +inf / NaN rows give NaN, the -inf logit has probability 0, other rows exact.
+  rlcore::logits_options propagate;
+  propagate.nonfinite_logits = rlcore::nonfinite_logits_policy::propagate;
+  run(propagate);
+  const auto lp_h = to_host(lp);
+  const auto h_h = to_host(h);
+  CHECK(std::isnan(lp_h[1]));
+  CHECK(std::isnan(lp_h[3]));
+  CHECK(lp_h[4] == 0.0f);
+  for (index_t r : {index_t{0}, index_t{2}}) {
+    const auto ref = reference_row(host.data() + r * vocab, vocab, 1.0);
+    CHECK(std::abs(lp_h[r] - ref.log_p[ids[r]])
+          <= 2e-6 * std::max(1.0, std::abs(ref.log_p[ids[r]])));
+    CHECK(std::abs(h_h[r] - ref.entropy) <= 2e-6 * ref.entropy);
+  }
+  // The two-phase call: check_token_log_probs applies the policy, check_token_ids does not.
+  std::size_t bytes = 0;
+  rlcore::cuda::token_log_probs<T, int>(nullptr, bytes, logits, nullptr, nullptr, nullptr, nullptr,
+                                        1.0, nullptr);
+  thrust::device_vector<unsigned char> temp(bytes);
+  rlcore::cuda::token_log_probs<T, int>(thrust::raw_pointer_cast(temp.data()), bytes, logits,
+                                        thrust::raw_pointer_cast(dids.data()),
+                                        thrust::raw_pointer_cast(dmask.data()),
+                                        thrust::raw_pointer_cast(lp.data()), nullptr, 1.0, nullptr);
+  rlcore::cuda::check_token_ids(thrust::raw_pointer_cast(temp.data()),
+                                thrust::raw_pointer_cast(dids.data()), vocab, nullptr);
+  rlcore::cuda::check_token_log_probs(thrust::raw_pointer_cast(temp.data()),
+                                      thrust::raw_pointer_cast(dids.data()), vocab,
+                                      rlcore::nonfinite_logits_policy::propagate, nullptr);
+  check_invalid(
+      [&] {
+        rlcore::cuda::check_token_log_probs(thrust::raw_pointer_cast(temp.data()),
+                                            thrust::raw_pointer_cast(dids.data()), vocab,
+                                            rlcore::nonfinite_logits_policy::error, nullptr);
+      },
+      "logits", "got a NaN or inf in logits row 1");
+}
+
+TEST_CASE("token log-probs: huge finite bf16 logits take the exact path, no error") {
+  // z k overflows fp32 for |z| > 2.4e38: the fast statistics are unusable and the row is
+  // recomputed with math/softmax.hpp. All the mass is on the id: lp = 0, H = 0.
+  const index_t vocab = 1000;
+  std::vector<__nv_bfloat16> host(2 * vocab, to_logit<__nv_bfloat16>(0.0f));
+  host[7] = to_logit<__nv_bfloat16>(3.38e38f);
+  host[8] = to_logit<__nv_bfloat16>(-3.38e38f);
+  host[vocab + 999] = to_logit<__nv_bfloat16>(2.5e38f);
+  thrust::device_vector<__nv_bfloat16> d(host.begin(), host.end());
+  const auto ids = to_device(std::vector<int>{7, 999});
+  thrust::device_vector<float> lp(2, -1.0f);
+  thrust::device_vector<float> h(2, -1.0f);
+  rlcore::cuda::token_log_probs<__nv_bfloat16, int>(
+      {thrust::raw_pointer_cast(d.data()), 2, vocab, vocab, 1},
+      thrust::raw_pointer_cast(ids.data()), nullptr, thrust::raw_pointer_cast(lp.data()),
+      thrust::raw_pointer_cast(h.data()), 1.0, ctx);
+  for (float x : to_host(lp)) {
+    CHECK(x == 0.0f);
+  }
+  for (float x : to_host(h)) {
+    CHECK(x == 0.0f);
+  }
+}
+
 namespace {
 
 /// Fused GRPO from logits vs the CPU: lp from the double reference, the CPU grpo_objective (the
 /// generic algorithm, double) for the loss and d loss / d lp, chained through (onehot - p) / tau.
 template <class T>
-void check_fused_grpo(index_t vocab, bool in_place, double tau) {
-  INFO("vocab ", vocab, " in_place ", in_place, " bytes ", sizeof(T));
+void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride = 0,
+                      int cluster_size = 0) {
+  stride = stride == 0 ? vocab : stride;
+  INFO("vocab ", vocab, " stride ", stride, " in_place ", in_place, " bytes ", sizeof(T),
+       " cluster ", cluster_size);
   const index_t n = 3;
   const index_t t_len = 4;
   const index_t slots = n * t_len;
-  auto host = random_logits<T>(slots * vocab, 99 + vocab);
+  auto host = random_logits<T>(slots * stride, 99 + vocab);
   std::vector<std::uint8_t> mask{1, 1, 1, 0, 1, 0, 1, 1, 1, 1, 1, 1};
   std::vector<int> ids(slots);
   for (index_t r = 0; r < slots; ++r) {
@@ -180,7 +323,7 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau) {
   std::vector<double> lp_ref(slots, 0.0);
   std::vector<row_reference> refs(slots);
   for (index_t r = 0; r < slots; ++r) {
-    refs[r] = reference_row(host.data() + r * vocab, vocab, tau);
+    refs[r] = reference_row(host.data() + r * stride, vocab, tau);
     lp_ref[r] = refs[r].log_p[ids[r]];
   }
   // old / ref near lp so that some ratios clip and some do not.
@@ -207,7 +350,7 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau) {
                              rlcore::make_matrix_view(adv_d.data(), n, t_len), grad_view);
 
   thrust::device_vector<T> d(host.begin(), host.end());
-  thrust::device_vector<T> dgrad(in_place ? 0 : slots * vocab);
+  thrust::device_vector<T> dgrad(in_place ? 0 : slots * stride);
   const auto dmask = to_device(mask);
   const auto dids = to_device(ids);
   const auto dold = to_device(old);
@@ -223,19 +366,20 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau) {
   };
   rlcore::logits_options logits_opts;
   logits_opts.temperature = tau;
-  const auto result = rlcore::cuda::grpo_loss_from_logits(
+  const auto result = rlcore::cuda::detail::fused_policy_loss_from_logits(
       layout,
       rlcore::matrix_view<const T, device_space>{thrust::raw_pointer_cast(d.data()), slots, vocab,
-                                                 vocab, 1},
-      mat(dids), mat(dold), mat(dref), mat(dadv),
-      rlcore::matrix_view<T, device_space>{grad_ptr, slots, vocab, vocab, 1}, {}, logits_opts, ctx,
-      thrust::raw_pointer_cast(dlp.data()));
+                                                 stride, 1},
+      mat(dids), mat(dold), mat(dadv), mat(dref),
+      rlcore::matrix_view<T, device_space>{grad_ptr, slots, vocab, stride, 1},
+      rlcore::grpo_options{}.as_policy_options(), logits_opts, ctx,
+      thrust::raw_pointer_cast(dlp.data()), cluster_size);
 
   CHECK(std::abs(result.loss - expected.loss) <= 1e-5 * std::max(1.0, std::abs(expected.loss)));
   CHECK(result.metrics.valid_tokens == expected.metrics.valid_tokens);
   CHECK(result.metrics.clip_fraction == expected.metrics.clip_fraction);
   const auto lp_dev = to_host(dlp);
-  std::vector<T> grad_dev(slots * vocab);
+  std::vector<T> grad_dev(slots * stride);
   thrust::copy(in_place ? d.begin() : dgrad.begin(), in_place ? d.end() : dgrad.end(),
                grad_dev.begin());
   const double out_eps = sizeof(T) == 2 ? (std::is_same_v<T, __half> ? 1e-3 : 8e-3) : 2e-5;
@@ -245,7 +389,7 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau) {
       CHECK(lp_dev[r] == 0.0f);
       bool zero = true;
       for (index_t j = 0; j < vocab; ++j) {
-        zero = zero && from_logit(grad_dev[r * vocab + j]) == 0.0;
+        zero = zero && from_logit(grad_dev[r * stride + j]) == 0.0;
       }
       CHECK(zero);
       continue;
@@ -257,7 +401,7 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau) {
       const double p = std::exp(refs[r].log_p[j]);
       const double g = grad_lp[r] * ((j == ids[r] ? 1.0 : 0.0) - p) / tau;
       scale = std::max(scale, std::abs(g));
-      err = std::max(err, std::abs(from_logit(grad_dev[r * vocab + j]) - g));
+      err = std::max(err, std::abs(from_logit(grad_dev[r * stride + j]) - g));
     }
     worst = std::max(worst, err / scale);
   }
@@ -268,9 +412,15 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau) {
 
 TEST_CASE_TEMPLATE("fused GRPO from logits: loss, lp and d loss / d logits match the CPU", T,
                    __nv_bfloat16, __half, float) {
-  check_fused_grpo<T>(32001, false, 1.0);
-  check_fused_grpo<T>(151936, false, 1.0);
-  check_fused_grpo<T>(1031, true, 0.8); // in place over the logits
+  check_fused_grpo<T>(32001, false, 1.0);        // rows not 16-byte aligned: two-pass kernel
+  check_fused_grpo<T>(151936, false, 1.0);       // cluster kernel, automatic size
+  check_fused_grpo<T>(1031, true, 0.8);          // in place over the logits, two-pass kernel
+  check_fused_grpo<T>(32001, false, 1.0, 32008); // cluster kernel, vocabulary tail of 1
+  check_fused_grpo<T>(5003, true, 0.8, 5008);    // cluster kernel in place, tail, temperature
+  for (int cluster : {-1, 1, 2, 4, 8}) {         // every cluster size and the two-pass kernel
+    check_fused_grpo<T>(20005, false, 1.0, 20008, cluster);
+  }
+  check_fused_grpo<T>(7, false, 1.0, 8, 4); // shorter than a vector: ranks without a slice
 }
 
 TEST_CASE("fused GRPO from logits: bitwise repeatable") {
@@ -312,4 +462,85 @@ TEST_CASE("fused GRPO from logits: bitwise repeatable") {
             {}, {}, ctx);
       },
       "token_ids", "expected ids in [0, V = 5003), got 5003 at logits row 0");
+  // Options the fused kernel does not implement are rejected by name.
+  const auto with = [&](auto set, const char* argument, const char* fragment) {
+    rlcore::policy_options o = rlcore::grpo_options{}.as_policy_options();
+    set(o);
+    check_invalid(
+        [&] {
+          (void)rlcore::cuda::policy_loss_from_logits(
+              layout, logits, mat(ids), mat(old), mat(adv), mat(ref),
+              rlcore::matrix_view<float, device_space>{thrust::raw_pointer_cast(g1.data()), slots,
+                                                       vocab, vocab, 1},
+              o, {}, ctx);
+        },
+        argument, fragment);
+  };
+  with([](rlcore::policy_options& o) { o.entropy_coef = 0.01; }, "options.entropy_coef",
+       "the fused logits kernel has no entropy bonus");
+  with([](rlcore::policy_options& o) { o.entropy_top_fraction = 0.2; },
+       "options.entropy_top_fraction", "the fused logits kernel has no entropy masking");
+}
+
+TEST_CASE_TEMPLATE("fused GRPO from logits: NaN / inf policy and huge finite logits", T,
+                   __nv_bfloat16, float) {
+  const index_t n = 2;
+  const index_t t_len = 4;
+  const index_t slots = n * t_len;
+  const index_t vocab = 3000; // 16-byte aligned rows in bf16 and fp32: the cluster kernel
+  auto host = random_logits<T>(slots * vocab, 5);
+  const float inf = std::numeric_limits<float>::infinity();
+  host[5 * vocab + 11] = to_logit<T>(std::numeric_limits<float>::quiet_NaN());
+  host[2 * vocab + 2999] = to_logit<T>(-inf); // a vocabulary mask under propagate
+  host[3 * vocab + 1] = to_logit<T>(std::numeric_limits<float>::quiet_NaN()); // masked slot
+  host[6 * vocab + 40] = to_logit<T>(3.3e38f); // huge but finite: exact path, no error
+  host[6 * vocab + 41] = to_logit<T>(-3.3e38f);
+  const std::vector<std::uint8_t> mask{1, 1, 1, 0, 1, 1, 1, 1};
+  const auto dmask = to_device(mask);
+  const auto ids = to_device(std::vector<int>{1, 2, 3, 4, 5, 6, 40, 8});
+  const auto old = to_device(uniform<float>(slots, -9, -8, 2));
+  const auto ref = to_device(uniform<float>(slots, -9, -8, 3));
+  const auto adv = to_device(uniform<float>(slots, -1, 1, 4));
+  const auto layout = rlcore::cuda::padded(
+      rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(dmask.data()), n, t_len));
+  auto mat = [&](const auto& v) {
+    return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(v.data()), n, t_len);
+  };
+  for (int cluster : {0, -1}) {
+    INFO("cluster ", cluster);
+    thrust::device_vector<T> d(host.begin(), host.end());
+    thrust::device_vector<T> g(slots * vocab);
+    thrust::device_vector<float> lp(slots);
+    const rlcore::matrix_view<const T, device_space> logits{thrust::raw_pointer_cast(d.data()),
+                                                            slots, vocab, vocab, 1};
+    const rlcore::matrix_view<T, device_space> grad{thrust::raw_pointer_cast(g.data()), slots,
+                                                    vocab, vocab, 1};
+    const auto run = [&](const rlcore::logits_options& o) {
+      return rlcore::cuda::detail::fused_policy_loss_from_logits(
+          layout, logits, mat(ids), mat(old), mat(adv), mat(ref), grad,
+          rlcore::grpo_options{}.as_policy_options(), o, ctx, thrust::raw_pointer_cast(lp.data()),
+          cluster);
+    };
+    check_invalid([&] { (void)run({}); }, "logits",
+                  "got a NaN or inf in logits row 2"); // -inf counts
+    rlcore::logits_options propagate;
+    propagate.nonfinite_logits = rlcore::nonfinite_logits_policy::propagate;
+    const auto result = run(propagate);
+    CHECK(std::isnan(result.loss));
+    const auto lp_h = to_host(lp);
+    const auto g_h = to_host(g);
+    CHECK(std::isnan(lp_h[5]));
+    CHECK(lp_h[3] == 0.0f);
+    CHECK(lp_h[6] == 0.0f); // all the mass on the id (z = 3.3e38)
+    const auto row2 = reference_row(host.data() + 2 * vocab, vocab, 1.0);
+    CHECK(std::abs(lp_h[2] - row2.log_p[3]) <= 2e-6 * std::abs(row2.log_p[3]));
+    CHECK(from_logit(g_h[2 * vocab + 2999]) == 0.0); // p = 0 at the -inf logit
+    bool finite = true;
+    for (index_t r : {index_t{0}, index_t{1}, index_t{2}, index_t{4}, index_t{6}, index_t{7}}) {
+      for (index_t j = 0; j < vocab; ++j) {
+        finite = finite && std::isfinite(from_logit(g_h[r * vocab + j]));
+      }
+    }
+    CHECK(finite);
+  }
 }

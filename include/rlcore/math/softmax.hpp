@@ -198,6 +198,12 @@ RLCORE_HD inline row_softmax_result<Acc> row_softmax(const Row& row, index_t voc
   return out;
 }
 
+/// g_lp (1[j == id] - p_j): the derivative of g_lp * log p_id w.r.t. z_j / tau.
+template <real T>
+RLCORE_HD inline T log_prob_grad_term(T p, bool is_target, T grad_log_prob) {
+  return (is_target ? grad_log_prob : T(0)) - grad_log_prob * p;
+}
+
 /// Gradient w.r.t. logit z_j of g_lp * lp + g_entropy * H, where lp = log p_id:
 ///   d lp / dz_j = (1[j == id] - p_j) / tau,   dH / dz_j = -p_j (log p_j + H) / tau.
 /// The entropy term is selected to 0 where p_j == 0.
@@ -205,7 +211,7 @@ template <real T>
 RLCORE_HD inline T token_log_prob_logit_grad(T log_p, bool is_target, T grad_log_prob,
                                              T grad_entropy, T entropy, T inv_temperature) {
   const T p = exp(log_p);
-  const T from_log_prob = (is_target ? grad_log_prob : T(0)) - grad_log_prob * p;
+  const T from_log_prob = log_prob_grad_term(p, is_target, grad_log_prob);
   const T from_entropy = p > T(0) ? -p * (log_p + entropy) : T(0);
   return inv_temperature * (from_log_prob + grad_entropy * from_entropy);
 }

@@ -2,22 +2,26 @@
 //
 // Shape legend: M token slots (logits rows), V vocabulary; logits are bf16 (__nv_bfloat16), fp16
 // (__half) or fp32, contiguous along V (col_stride 1) with any row stride; every statistic is
-// accumulated in fp32 with the formulas of math/softmax.hpp. One block per row, 16-byte loads,
-// exact for any V (kernels/logits_kernels.cuh).
+// accumulated in fp32: the base-2 online softmax of math/softmax_fast.hpp (one MUFU.EX2 per
+// logit), with math/softmax.hpp's exact formulas for rows the fast path cannot take (non-finite or
+// out-of-range logits). Exact for any V (kernels/logits_kernels.cuh).
 //
 //   token_log_probs(d_temp, temp_bytes, logits, ids, mask, lp_out, entropy_out, temperature, s)
 //       lp[r] = x[r, id_r] - logsumexp(x[r, :]), H[r] = -sum_v p_v log p_v, x = z / tau.
 //       CUB-style: d_temp == nullptr sets temp_bytes and returns; otherwise asynchronous on s.
-//       check_token_ids(d_temp, s) then waits and throws for ids outside [0, V).
-//   token_log_probs(logits, ids, mask, lp_out, entropy_out, temperature, ctx)
-//       the same, allocating through ctx.resource, and checking the ids (waits).
+//       check_token_log_probs(d_temp, ids, V, policy, s) then waits and throws for ids outside
+//       [0, V) and (policy error) NaN / inf logits in valid rows; check_token_ids: ids only.
+//   token_log_probs(logits, ids, mask, lp_out, entropy_out, options | temperature, ctx)
+//       the same, allocating through ctx.resource, and checking (waits).
 //   policy_loss_from_logits(layout, logits, token_ids, old, advantages, ref, grad_logits_out,
 //                           options, logits_opts, ctx [, lp_out])
 //   grpo_loss_from_logits(layout, logits, token_ids, old, ref, advantages, grad_logits_out,
 //                         grpo_options, logits_opts, ctx [, lp_out])
 //       the policy objective of objective/policy.hpp with lp taken from the logits, forward and
 //       backward in one kernel: d loss / d logits = g_lp (onehot(id) - p) / tau written once (may
-//       be the logits themselves: in place), O(M) extra memory.
+//       be the logits themselves: in place), O(M) extra memory. On sm_90 with 16-byte aligned
+//       rows, one thread-block cluster per row holds the row in shared memory
+//       (kernels/logits_cluster_kernels.cuh): the logits are read from HBM once.
 #pragma once
 
 #include "../../objective/aggregate.hpp"
@@ -27,10 +31,13 @@
 #include "../../objective/metrics.hpp"
 #include "../../objective/policy.hpp"
 #include "execution.cuh"
+#include "kernels/logits_cluster_kernels.cuh"
 #include "kernels/logits_kernels.cuh"
 #include "kernels/validation_kernels.cuh"
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <cuda_runtime.h>
 #include <type_traits>
 
@@ -68,18 +75,33 @@ inline unsigned row_grid(index_t rows) {
   return static_cast<unsigned>(rows < max_grid_blocks ? rows : max_grid_blocks);
 }
 
-/// Reads the bad-id flag (waits for `stream`) and throws naming `argument` if it is set.
-template <class IdAt>
-void report_bad_token_id(const char* function, const unsigned long long* d_flag,
-                         cudaStream_t stream, index_t vocab, const IdAt& id_at) {
-  unsigned long long first_bad = 0;
+/// The two flags of a logits kernel call (flag_bad_id, flag_nonfinite); waits for `stream`.
+inline std::array<unsigned long long, logits_flag_count>
+read_logits_flags(const unsigned long long* d_flags, cudaStream_t stream) {
+  std::array<unsigned long long, logits_flag_count> flags{};
   RLCORE_CUDA_CHECK(
-      cudaMemcpyAsync(&first_bad, d_flag, sizeof(first_bad), cudaMemcpyDeviceToHost, stream));
+      cudaMemcpyAsync(flags.data(), d_flags, sizeof(flags), cudaMemcpyDeviceToHost, stream));
   RLCORE_CUDA_CHECK(cudaStreamSynchronize(stream));
-  if (first_bad != no_violation) {
-    const auto r = static_cast<index_t>(first_bad);
+  return flags;
+}
+
+/// Throws naming `token_ids` if flags[flag_bad_id] is set, then (policy error) naming `logits` if
+/// flags[flag_nonfinite] is set, with the CPU path's message (rlcore::detail::throw_on_issues).
+template <class IdAt>
+void report_logits_flags(const char* function,
+                         const std::array<unsigned long long, logits_flag_count>& flags,
+                         index_t vocab, nonfinite_logits_policy policy, const IdAt& id_at) {
+  if (flags[flag_bad_id] != no_violation) {
+    const auto r = static_cast<index_t>(flags[flag_bad_id]);
     rlcore::detail::throw_invalid(function, "token_ids", "expected ids in [0, V = ", vocab,
                                   "), got ", id_at(r), " at logits row ", r);
+  }
+  if (policy == nonfinite_logits_policy::error && flags[flag_nonfinite] != no_violation) {
+    rlcore::detail::logits_status status;
+    status.nonfinite_logits.slot = static_cast<index_t>(flags[flag_nonfinite]);
+    logits_options options;
+    options.nonfinite_logits = policy;
+    rlcore::detail::throw_on_issues(function, status, vocab, true, options);
   }
 }
 
@@ -97,18 +119,24 @@ struct device_id_reader {
 
 } // namespace detail
 
-/// Temporary storage of token_log_probs: the device-side id check flag.
-inline constexpr std::size_t token_log_probs_temp_bytes = sizeof(unsigned long long);
+/// Temporary storage of token_log_probs: the device-side flags (first bad id row, first row with
+/// a non-finite logit).
+inline constexpr std::size_t token_log_probs_temp_bytes =
+    detail::logits_flag_count * sizeof(unsigned long long);
 
 /// Token log-probs (and entropy) of M logits rows, CUB-style two-phase call.
 ///   d_temp, temp_bytes  nullptr: sets temp_bytes and returns; else temp_bytes >= that
 ///   logits              device M x V (bf16, fp16 or fp32; col_stride 1)
 ///   d_ids               M token ids (integers); ids outside [0, V) give lp = H = 0 and are
-///                       recorded for check_token_ids
+///                       recorded for check_token_log_probs / check_token_ids
 ///   d_mask              M entries or nullptr; rows with mask 0 give 0 and are never read
 ///   d_log_probs         M floats out; d_entropy: M floats out or nullptr
 ///   temperature         tau > 0 (x = z / tau)
-/// Asynchronous on `stream`.
+/// Rows with a NaN or inf logit are computed with the exact formulas (-inf logits have
+/// probability 0; NaN and +inf give NaN: nonfinite_logits_policy::propagate) and recorded for
+/// check_token_log_probs, which throws under nonfinite_logits_policy::error.
+/// Accuracy: fp32 accumulation with exp2_fast (math/exp2_fast.hpp); measured against a double
+/// reference in tests/cuda/test_logits.cu. Asynchronous on `stream`.
 template <class T, class Id, class Mask = unsigned char>
 void token_log_probs(void* d_temp, std::size_t& temp_bytes,
                      matrix_view<const T, device_space> logits, const Id* d_ids,
@@ -125,15 +153,15 @@ void token_log_probs(void* d_temp, std::size_t& temp_bytes,
                           "expected at least ", token_log_probs_temp_bytes, ", got ", temp_bytes);
   detail::check_logits_view(function, "logits", logits, logits.rows);
   const float inv = detail::checked_inverse_temperature(function, temperature);
-  auto* flag = static_cast<unsigned long long*>(d_temp);
-  RLCORE_CUDA_CHECK(cudaMemsetAsync(flag, 0xFF, sizeof(*flag), stream));
+  auto* flags = static_cast<unsigned long long*>(d_temp);
+  RLCORE_CUDA_CHECK(cudaMemsetAsync(flags, 0xFF, token_log_probs_temp_bytes, stream));
   if (logits.rows == 0) {
     return;
   }
   const auto launch = [&](auto kernel) {
     kernel<<<detail::row_grid(logits.rows), detail::logits_threads, 0, stream>>>(
         logits.data, logits.rows, logits.cols, logits.row_stride, d_ids, d_mask, d_log_probs,
-        d_entropy, inv, flag);
+        d_entropy, inv, flags);
   };
   if (inv == 1.0f) {
     launch(detail::token_log_probs_kernel<true, T, Id, Mask>);
@@ -144,26 +172,51 @@ void token_log_probs(void* d_temp, std::size_t& temp_bytes,
 }
 
 /// Waits for `stream` and throws rlcore::invalid_argument naming 'token_ids' if the
-/// token_log_probs call that used `d_temp` saw an id outside [0, V).
+/// token_log_probs call that used `d_temp` saw an id outside [0, V) (non-finite logits are not
+/// checked: see check_token_log_probs).
 template <class Id>
 void check_token_ids(const void* d_temp, const Id* d_ids, index_t vocab, cudaStream_t stream) {
-  detail::report_bad_token_id("token_log_probs", static_cast<const unsigned long long*>(d_temp),
-                              stream, vocab, detail::device_id_reader<Id>{d_ids, stream});
+  auto flags = detail::read_logits_flags(static_cast<const unsigned long long*>(d_temp), stream);
+  detail::report_logits_flags("token_log_probs", flags, vocab, nonfinite_logits_policy::propagate,
+                              detail::device_id_reader<Id>{d_ids, stream});
+}
+
+/// Waits for `stream` and throws rlcore::invalid_argument for the token_log_probs call that used
+/// `d_temp`: naming 'token_ids' for an id outside [0, V) (first), then, when `policy` is
+/// nonfinite_logits_policy::error, naming 'logits' and the first valid row with a NaN or inf.
+template <class Id>
+void check_token_log_probs(const void* d_temp, const Id* d_ids, index_t vocab,
+                           nonfinite_logits_policy policy, cudaStream_t stream) {
+  auto flags = detail::read_logits_flags(static_cast<const unsigned long long*>(d_temp), stream);
+  detail::report_logits_flags("token_log_probs", flags, vocab, policy,
+                              detail::device_id_reader<Id>{d_ids, stream});
 }
 
 /// Token log-probs (and entropy) with temporary memory from ctx.resource; waits and throws
-/// rlcore::invalid_argument for ids outside [0, V). Arguments as the two-phase call.
+/// rlcore::invalid_argument for ids outside [0, V) and, under options.nonfinite_logits == error
+/// (the default), for NaN / inf logits in valid rows. options.temperature: tau;
+/// options.accumulate_gradient is not used. Other arguments as the two-phase call.
+template <class T, class Id, class Mask = unsigned char>
+void token_log_probs(matrix_view<const T, device_space> logits, const Id* d_ids,
+                     const std::type_identity_t<Mask>* d_mask, float* d_log_probs, float* d_entropy,
+                     const logits_options& options, const device_context& ctx = {}) {
+  std::size_t bytes = 0;
+  token_log_probs<T, Id, Mask>(nullptr, bytes, logits, d_ids, d_mask, d_log_probs, d_entropy,
+                               options.temperature, ctx.stream);
+  auto temp = ctx.allocate<unsigned char>(static_cast<index_t>(bytes));
+  token_log_probs<T, Id, Mask>(temp.data(), bytes, logits, d_ids, d_mask, d_log_probs, d_entropy,
+                               options.temperature, ctx.stream);
+  check_token_log_probs(temp.data(), d_ids, logits.cols, options.nonfinite_logits, ctx.stream);
+}
+
+/// The same with logits_options{temperature} (non-finite logits are an error).
 template <class T, class Id, class Mask = unsigned char>
 void token_log_probs(matrix_view<const T, device_space> logits, const Id* d_ids,
                      const std::type_identity_t<Mask>* d_mask, float* d_log_probs, float* d_entropy,
                      double temperature = 1.0, const device_context& ctx = {}) {
-  std::size_t bytes = 0;
-  token_log_probs<T, Id, Mask>(nullptr, bytes, logits, d_ids, d_mask, d_log_probs, d_entropy,
-                               temperature, ctx.stream);
-  auto temp = ctx.allocate<unsigned char>(static_cast<index_t>(bytes));
-  token_log_probs<T, Id, Mask>(temp.data(), bytes, logits, d_ids, d_mask, d_log_probs, d_entropy,
-                               temperature, ctx.stream);
-  check_token_ids(temp.data(), d_ids, logits.cols, ctx.stream);
+  logits_options options;
+  options.temperature = temperature;
+  token_log_probs<T, Id, Mask>(logits, d_ids, d_mask, d_log_probs, d_entropy, options, ctx);
 }
 
 namespace detail {
@@ -200,32 +253,108 @@ struct make_policy_token_pass {
   }
 };
 
-} // namespace detail
+/// Shared memory per CTA that the automatic cluster size aims for: the smallest cluster whose
+/// slices fit. Measured on the H200 for bf16 V = 152,064 (bench_logits.cuh): 4 CTAs of 74 KB
+/// (2 per SM) beat 8 of 37 KB and 2 of 149 KB.
+inline constexpr std::size_t cluster_slice_target_bytes = 80 * 1024;
+inline constexpr int max_cluster_size = max_cluster_ranks; ///< the portable maximum, 8
 
-/// Fused policy objective from logits, forward and backward in one kernel, on device tensors
-/// (the contract of rlcore::policy_loss_from_logits, objective/logits_policy.hpp, for the
-/// options listed below):
-///   loss = the policy objective of objective/policy.hpp with lp = log softmax(z / tau)[id]
-///   grad_logits_out[r, :] = (d loss / d lp_r) * (onehot(id_r) - p_r) / tau; 0 at masked slots
-///   layout           device padded (N x T; slot i * T + t) or packed (slot offsets[i] + t)
-///   logits           device M x V (M = token slots; bf16, fp16 or fp32, col_stride 1)
-///   token_ids, old_log_probs, advantages, ref_log_probs   per-token tensors of the layout
-///   grad_logits_out  device M x V of the logits' type; may be `logits` itself (in place)
-///   options          policy_options; supported: loss clipped / sapo / cispo / reinforce, any KL
-///                    estimator and output clamp, token-level importance weights off, no entropy
-///                    bonus or masking, every aggregation mode (others: rlcore::invalid_argument)
-///   logits_opts      temperature tau > 0 (default 1); accumulate_gradient must be false; logits
-///                    are not checked for NaN / inf (nonfinite_logits is treated as propagate)
-///   log_probs_out    device M floats (lp per token slot) or nullptr
-/// Returns the loss and metrics (waits). Extra device memory O(M).
+/// How the cluster kernel covers a row: `size` CTAs (0: the cluster kernel cannot run), each
+/// holding slice_vectors 16-byte vectors in shared_bytes of dynamic shared memory.
+struct cluster_plan {
+  int size = 0;
+  index_t slice_vectors = 0;
+  std::size_t shared_bytes = 0;
+};
+
+/// The launch configuration of `clusters` clusters of `plan` (attribute: storage for the cluster
+/// dimension).
+inline cudaLaunchConfig_t cluster_launch_config(const cluster_plan& plan, index_t clusters,
+                                                cudaStream_t stream,
+                                                cudaLaunchAttribute& attribute) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(clusters * plan.size));
+  config.blockDim = dim3(cluster_logits_threads);
+  config.dynamicSmemBytes = plan.shared_bytes;
+  config.stream = stream;
+  attribute = cudaLaunchAttribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = static_cast<unsigned>(plan.size);
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  return config;
+}
+
+/// The cluster plan for `kernel` (a fused_logits_cluster_kernel instantiation) on the current
+/// device. requested: 0 chooses (the smallest power of two <= 8 whose slice fits
+/// cluster_slice_target_bytes, else 8 if its slice fits the opt-in shared memory), -1 none, else
+/// that size. Needs sm_90 machine code for the kernel, cluster launch support, 16-byte aligned
+/// rows of logits and gradient, a grid of rows x size CTAs, and at least one resident cluster.
+template <class T, class Kernel>
+cluster_plan plan_cluster(Kernel* kernel, const matrix_view<const T, device_space>& logits,
+                          const matrix_view<T, device_space>& grad, int requested) {
+  constexpr auto vector_bytes = static_cast<index_t>(sizeof(uint4));
+  const auto aligned = [](const void* data, index_t row_stride) {
+    return reinterpret_cast<std::uintptr_t>(data) % sizeof(uint4) == 0
+           && (row_stride * static_cast<index_t>(sizeof(T))) % vector_bytes == 0;
+  };
+  if (requested < 0 || requested > max_cluster_size || !aligned(logits.data, logits.row_stride)
+      || !aligned(grad.data, grad.row_stride)) {
+    return {};
+  }
+  int device = 0;
+  int cluster_launch = 0;
+  int shared_optin = 0;
+  RLCORE_CUDA_CHECK(cudaGetDevice(&device));
+  RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&cluster_launch, cudaDevAttrClusterLaunch, device));
+  RLCORE_CUDA_CHECK(
+      cudaDeviceGetAttribute(&shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cudaFuncAttributes attributes{};
+  RLCORE_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  if (cluster_launch == 0 || attributes.binaryVersion < 90) {
+    return {};
+  }
+  const index_t vectors = logits.cols / vector_width<T>;
+  const auto slice_bytes = [&](int size) {
+    return static_cast<std::size_t>((vectors + size - 1) / size) * sizeof(uint4);
+  };
+  const std::size_t shared_limit =
+      static_cast<std::size_t>(shared_optin) - attributes.sharedSizeBytes;
+  int size = requested;
+  if (size == 0) {
+    size = 1;
+    while (size < max_cluster_size && slice_bytes(size) > cluster_slice_target_bytes) {
+      size *= 2;
+    }
+  }
+  const index_t slice_vectors = (vectors + size - 1) / size;
+  if (slice_bytes(size) > shared_limit || slice_vectors > cluster_max_chunks * cluster_chunk_vectors
+      || static_cast<long long>(logits.rows) * size > 0x7FFFFFFFLL) {
+    return {};
+  }
+  cluster_plan plan{size, slice_vectors, slice_bytes(size)};
+  RLCORE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(plan.shared_bytes)));
+  cudaLaunchAttribute attribute{};
+  const cudaLaunchConfig_t config = cluster_launch_config(plan, 1, nullptr, attribute);
+  int clusters = 0;
+  RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+  return clusters > 0 ? plan : cluster_plan{};
+}
+
+/// policy_loss_from_logits with the kernel choice exposed (tests, benchmarks): cluster_size 0
+/// chooses, -1 forces the two-pass kernel, 1 / 2 / 4 / 8 forces that cluster size when possible.
 template <batch_layout Layout, class T, class Ids, class Old, class Adv, class Ref>
 requires std::same_as<typename Layout::space, device_space> objective_result
-policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space> logits,
-                        const Ids& token_ids, const Old& old_log_probs, const Adv& advantages,
-                        const Ref& ref_log_probs, matrix_view<T, device_space> grad_logits_out,
-                        const policy_options& options = {}, const logits_options& logits_opts = {},
-                        const device_context& ctx = {}, float* log_probs_out = nullptr) {
-  static_assert(detail::is_logit_type<T>,
+fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space> logits,
+                              const Ids& token_ids, const Old& old_log_probs, const Adv& advantages,
+                              const Ref& ref_log_probs,
+                              matrix_view<T, device_space> grad_logits_out,
+                              const policy_options& options, const logits_options& logits_opts,
+                              const device_context& ctx, float* log_probs_out, int cluster_size) {
+  static_assert(is_logit_type<T>,
                 "rlcore::cuda::policy_loss_from_logits: bf16, fp16 or fp32 logits");
   constexpr const char* function = "policy_loss_from_logits";
   const double temperature = logits_opts.temperature;
@@ -235,8 +364,8 @@ policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space>
   using rlcore::detail::policy_row_stats;
   using rlcore::detail::policy_token_sums;
   const index_t slots = layout.token_slots();
-  detail::check_logits_view(function, "logits", logits, slots);
-  detail::check_logits_view(function, "grad_logits_out", grad_logits_out, slots);
+  check_logits_view(function, "logits", logits, slots);
+  check_logits_view(function, "grad_logits_out", grad_logits_out, slots);
   rlcore::detail::require(grad_logits_out.cols == logits.cols, function, "grad_logits_out",
                           "expected ", logits.cols, " columns like the logits, got ",
                           grad_logits_out.cols);
@@ -244,7 +373,16 @@ policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space>
   const auto old = layout.bind(function, "old_log_probs", old_log_probs);
   const auto ref = layout.bind(function, "ref_log_probs", ref_log_probs);
   const auto adv = layout.bind(function, "advantages", advantages);
-  const float inv = detail::checked_inverse_temperature(function, temperature);
+  const float inv = checked_inverse_temperature(function, temperature);
+  rlcore::detail::require(options.entropy_coef == 0.0, function, "options.entropy_coef",
+                          "expected 0: the fused logits kernel has no entropy bonus (use "
+                          "rlcore::policy_loss_from_logits on a device context), got ",
+                          options.entropy_coef);
+  rlcore::detail::require(options.entropy_top_fraction == 1.0, function,
+                          "options.entropy_top_fraction",
+                          "expected 1: the fused logits kernel has no entropy masking (use "
+                          "rlcore::policy_loss_from_logits on a device context), got ",
+                          options.entropy_top_fraction);
   rlcore::detail::validate_policy_options(function, options, true, false, false, false,
                                           layout.rows());
   const bool supported =
@@ -263,41 +401,95 @@ policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space>
   p.row_stats_needed = p.weights.divide_by_row_count;
   auto rows = ctx.allocate<policy_row_stats>(p.row_stats_needed ? layout.rows() : 0);
   if (p.row_stats_needed) {
-    ctx.reduce_rows(layout, rows.data(), detail::valid_row_count<Layout>{layout});
+    ctx.reduce_rows(layout, rows.data(), valid_row_count<Layout>{layout});
   }
   auto sums = ctx.allocate<policy_token_sums>(slots);
-  auto flag = ctx.allocate<unsigned long long>(1);
-  RLCORE_CUDA_CHECK(cudaMemsetAsync(flag.data(), 0xFF, sizeof(unsigned long long), ctx.stream));
-  using maker = detail::make_policy_token_pass<Layout, decltype(old), decltype(adv), decltype(ref)>;
+  auto flags = ctx.allocate<unsigned long long>(logits_flag_count);
+  RLCORE_CUDA_CHECK(cudaMemsetAsync(flags.data(), 0xFF,
+                                    logits_flag_count * sizeof(unsigned long long), ctx.stream));
+  using maker = make_policy_token_pass<Layout, decltype(old), decltype(adv), decltype(ref)>;
+  using sums_type = policy_token_sums;
   if (slots > 0) {
     const maker make{layout, old, adv, ref, p, p.row_stats_needed ? rows.data() : nullptr};
-    const auto launch = [&](auto kernel) {
-      kernel<<<detail::row_grid(slots), detail::fused_logits_threads, 0, ctx.stream>>>(
-          layout, logits.data, logits.cols, logits.row_stride, grad_logits_out.data,
-          grad_logits_out.row_stride, ids, make, inv, log_probs_out, sums.data(), flag.data());
+    const auto launch_cluster = [&](auto kernel) {
+      const cluster_plan plan = plan_cluster<T>(kernel, logits, grad_logits_out, cluster_size);
+      if (plan.size == 0) {
+        return false;
+      }
+      cudaLaunchAttribute attribute{};
+      const cudaLaunchConfig_t config = cluster_launch_config(plan, slots, ctx.stream, attribute);
+      RLCORE_CUDA_CHECK(
+          cudaLaunchKernelEx(&config, kernel, layout, logits.data, logits.cols, logits.row_stride,
+                             grad_logits_out.data, grad_logits_out.row_stride, ids, make, inv,
+                             log_probs_out, sums.data(), flags.data(), plan.slice_vectors));
+      RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::fused_logits_cluster_kernel");
+      return true;
     };
-    using sums_type = policy_token_sums;
+    const auto launch_two_pass = [&](auto kernel) {
+      kernel<<<row_grid(slots), fused_logits_threads, 0, ctx.stream>>>(
+          layout, logits.data, logits.cols, logits.row_stride, grad_logits_out.data,
+          grad_logits_out.row_stride, ids, make, inv, log_probs_out, sums.data(), flags.data());
+      RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::fused_logits_objective_kernel");
+    };
+    using id_type = decltype(ids);
     if (inv == 1.0f) {
-      launch(
-          detail::fused_logits_objective_kernel<true, T, decltype(ids), Layout, maker, sums_type>);
-    } else {
-      launch(
-          detail::fused_logits_objective_kernel<false, T, decltype(ids), Layout, maker, sums_type>);
+      if (!launch_cluster(
+              fused_logits_cluster_kernel<true, T, id_type, Layout, maker, sums_type>)) {
+        launch_two_pass(fused_logits_objective_kernel<true, T, id_type, Layout, maker, sums_type>);
+      }
+    } else if (!launch_cluster(
+                   fused_logits_cluster_kernel<false, T, id_type, Layout, maker, sums_type>)) {
+      launch_two_pass(fused_logits_objective_kernel<false, T, id_type, Layout, maker, sums_type>);
     }
-    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::fused_logits_objective_kernel");
   }
   const policy_token_sums total =
-      ctx.reduce(slots, policy_token_sums{}, detail::array_source<policy_token_sums>{sums.data()});
-  detail::report_bad_token_id(function, flag.data(), ctx.stream, logits.cols, [&](index_t r) {
-    auto value = ctx.allocate<long long>(1);
-    detail::read_token_id_kernel<<<1, 1, 0, ctx.stream>>>(layout, ids, r, value.data());
-    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::read_token_id_kernel");
-    long long id = 0;
-    ctx.copy_to_host(value.data(), 1, &id);
-    return id;
-  });
+      ctx.reduce(slots, policy_token_sums{}, array_source<policy_token_sums>{sums.data()});
+  report_logits_flags(function, read_logits_flags(flags.data(), ctx.stream), logits.cols,
+                      logits_opts.nonfinite_logits, [&](index_t r) {
+                        auto value = ctx.allocate<long long>(1);
+                        read_token_id_kernel<<<1, 1, 0, ctx.stream>>>(layout, ids, r, value.data());
+                        RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::read_token_id_kernel");
+                        long long id = 0;
+                        ctx.copy_to_host(value.data(), 1, &id);
+                        return id;
+                      });
   rlcore::detail::check_global_tokens(function, options.aggregation, total.valid);
   return rlcore::detail::finish_policy_metrics(total, false);
+}
+
+} // namespace detail
+
+/// Fused policy objective from logits, forward and backward in one kernel, on device tensors
+/// (the contract of rlcore::policy_loss_from_logits, objective/logits_policy.hpp, for the
+/// options listed below):
+///   loss = the policy objective of objective/policy.hpp with lp = log softmax(z / tau)[id]
+///   grad_logits_out[r, :] = (d loss / d lp_r) * (onehot(id_r) - p_r) / tau; 0 at masked slots
+///   layout           device padded (N x T; slot i * T + t) or packed (slot offsets[i] + t)
+///   logits           device M x V (M = token slots; bf16, fp16 or fp32, col_stride 1)
+///   token_ids, old_log_probs, advantages, ref_log_probs   per-token tensors of the layout
+///   grad_logits_out  device M x V of the logits' type; may be `logits` itself (in place)
+///   options          policy_options; supported: loss clipped / sapo / cispo / reinforce, any KL
+///                    estimator and output clamp, token-level importance weights off, no entropy
+///                    bonus or masking, every aggregation mode (others: rlcore::invalid_argument)
+///   logits_opts      temperature tau > 0 (default 1); accumulate_gradient must be false;
+///                    nonfinite_logits: error (default) throws rlcore::invalid_argument naming
+///                    `logits` and the first valid row with a NaN / inf (the outputs are then
+///                    unspecified); propagate computes such rows with the exact formulas (-inf
+///                    logits have probability 0, NaN / +inf give NaN)
+///   log_probs_out    device M floats (lp per token slot) or nullptr
+/// Returns the loss and metrics (waits). Extra device memory O(M). On sm_90 with 16-byte aligned
+/// rows (row start and stride) that fit a cluster's shared memory (up to 8 x 227 KB), one cluster
+/// per token slot reads the row from HBM once; otherwise a two-pass kernel (second read from L2).
+template <batch_layout Layout, class T, class Ids, class Old, class Adv, class Ref>
+requires std::same_as<typename Layout::space, device_space> objective_result
+policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space> logits,
+                        const Ids& token_ids, const Old& old_log_probs, const Adv& advantages,
+                        const Ref& ref_log_probs, matrix_view<T, device_space> grad_logits_out,
+                        const policy_options& options = {}, const logits_options& logits_opts = {},
+                        const device_context& ctx = {}, float* log_probs_out = nullptr) {
+  return detail::fused_policy_loss_from_logits(layout, logits, token_ids, old_log_probs, advantages,
+                                               ref_log_probs, grad_logits_out, options, logits_opts,
+                                               ctx, log_probs_out, 0);
 }
 
 /// The GRPO loss (DeepSeekMath eq. 3, negated) from logits, fused forward + backward: the
