@@ -1,9 +1,15 @@
 // Fuzz target: every advantage estimator and reward utility on random batches (padded and packed,
-// interior mask holes, all-masked rows, G = 1, empty offset groups) with finite values up to
-// 1e30, plus one injected fault per input at times (a wrong sequence count, a per-token tensor of
-// the wrong shape, an option out of range) that must raise rlcore::invalid_argument.
+// interior mask holes, all-masked rows, G = 1, empty offset groups) with finite values (scores,
+// whitened values and step rewards over the whole double range, near-equal huge scores; rewards
+// summed into returns up to 1e30), plus one injected fault per input at times (a wrong sequence
+// count, a per-token tensor of the wrong shape, an option out of range) that must raise
+// rlcore::invalid_argument.
 // Without a fault the call must succeed and its outputs must be finite, exactly 0 at masked
 // tokens, and satisfy the estimator's invariant:
+// The oracles compute in long double (no overflow at 1.8e308); sums of centred values are checked
+// against the rounding of the group's spread (max - min), not of its magnitude: near-equal huge
+// scores must centre accurately. Values saturated at the double maximum (Dr. GRPO, RLOO, OPO,
+// mean-only whitening of scores near +-max) are checked to be saturations of larger true values.
 //   GRPO      group sums of advantages ~ 0 (mean centring); |a| <= (G - 1) / sqrt(G) under group
 //             scaling; identical scores -> exactly 0; G = 1 -> 0 (or the raw reward by option)
 //   RLOO      group sums ~ 0;  OPO  length-weighted group sums ~ 0;  pass@k  one nonzero >= 0 per
@@ -33,6 +39,8 @@ using rlcore_fuzz::token_tensor;
 
 constexpr double eps64 = DBL_EPSILON;
 constexpr double denorm_min = std::numeric_limits<double>::denorm_min();
+constexpr double largest = std::numeric_limits<double>::max();
+using wide = long double; // the oracles' precision and range (x87: 64-bit mantissa, 1e4932)
 
 enum class fault { none, sequences, tensor, option };
 
@@ -72,20 +80,42 @@ void check_masked_zero(const batch& b, const std::vector<double>& out, const cha
   }
 }
 
-double moment_std(const std::vector<double>& s, index_t begin, index_t end, rlcore::std_kind kind) {
-  const auto g = static_cast<double>(end - begin);
-  double mean = 0;
+// Standard deviation of s[begin, end) in long double (finite for any finite doubles), from the
+// deviations d_k = s_k - s_begin (shift invariance): exact for scores a few ulps apart, where a
+// long double mean of the scores themselves would be off by 2^-11 of their spread.
+wide moment_std(const std::vector<double>& s, index_t begin, index_t end, rlcore::std_kind kind) {
+  if (end <= begin) {
+    return 0;
+  }
+  const auto g = static_cast<wide>(end - begin);
+  const wide shift = s[static_cast<std::size_t>(begin)];
+  wide mean = 0;
   for (index_t k = begin; k < end; ++k) {
-    mean += s[static_cast<std::size_t>(k)];
+    mean += s[static_cast<std::size_t>(k)] - shift;
   }
   mean /= g;
-  double ss = 0;
+  wide ss = 0;
   for (index_t k = begin; k < end; ++k) {
-    const double d = s[static_cast<std::size_t>(k)] - mean;
+    const wide d = (s[static_cast<std::size_t>(k)] - shift) - mean;
     ss += d * d;
   }
-  const double denom = kind == rlcore::std_kind::unbiased ? g - 1 : g;
-  return denom > 0 ? std::sqrt(ss / denom) : 0.0;
+  const wide denom = kind == rlcore::std_kind::unbiased ? g - 1 : g;
+  return denom > 0 ? std::sqrt(ss / denom) : 0.0L;
+}
+
+// max - min of s[begin, end) in long double (0 for an empty range): the scale of every centred
+// value of the range.
+wide group_spread(const std::vector<double>& s, index_t begin, index_t end) {
+  if (end <= begin) {
+    return 0;
+  }
+  wide lo = s[static_cast<std::size_t>(begin)];
+  wide hi = lo;
+  for (index_t k = begin; k < end; ++k) {
+    lo = std::fmin(lo, static_cast<wide>(s[static_cast<std::size_t>(k)]));
+    hi = std::fmax(hi, static_cast<wide>(s[static_cast<std::size_t>(k)]));
+  }
+  return hi - lo;
 }
 
 double group_max_abs(const std::vector<double>& s, index_t begin, index_t end) {
@@ -94,6 +124,17 @@ double group_max_abs(const std::vector<double>& s, index_t begin, index_t end) {
     m = std::fmax(m, std::fabs(s[static_cast<std::size_t>(k)]));
   }
   return m;
+}
+
+// The unit of the moments of values up to max_abs (math/stats.hpp): values that end below the
+// denormal range of that unit round at denorm_min * unit.
+double moments_unit(double max_abs) {
+  return max_abs > 0x1p440 ? 0x1p600 : (max_abs < 0x1p-440 ? 0x1p-600 : 1.0);
+}
+
+// A result the library saturated at the double maximum.
+bool saturated(double x) {
+  return std::fabs(x) == largest;
 }
 
 bool group_constant(const std::vector<double>& s, index_t begin, index_t end) {
@@ -153,7 +194,8 @@ void fuzz_grpo(FuzzedDataProvider& in, const batch& b, const Layout& layout, con
   check_finite(buffer.data, "grpo token advantages finite");
   check_broadcast(b, buffer.data, seq, "grpo tokens = sequence advantage, masked 0");
   const bool unbiased = o.std_kind == rlcore::std_kind::unbiased;
-  const double batch_std = moment_std(scores, 0, b.n, o.std_kind);
+  const wide batch_std = moment_std(scores, 0, b.n, o.std_kind);
+  const double batch_unit = moments_unit(group_max_abs(scores, 0, b.n));
   for (index_t g = 0; g < b.num_groups(); ++g) {
     const index_t begin = b.group_begin(g);
     const index_t end = b.group_end(g);
@@ -180,28 +222,44 @@ void fuzz_grpo(FuzzedDataProvider& in, const batch& b, const Layout& layout, con
       }
       continue;
     }
-    double denom = 1.0;
+    wide denom = 1.0;
+    double unit = moments_unit(group_max_abs(scores, begin, end));
     if (o.scaling == rlcore::grpo_scaling::group) {
       denom = moment_std(scores, begin, end, o.std_kind) + o.eps;
     } else if (o.scaling == rlcore::grpo_scaling::batch) {
       denom = batch_std + o.eps;
+      unit = batch_unit;
     }
-    double sum = 0;
-    double largest = 0;
+    const wide spread = group_spread(scores, begin, end);
+    wide sum = 0;
+    double largest_a = 0;
+    bool any_saturated = false;
     for (index_t k = begin; k < end; ++k) {
-      sum += seq[static_cast<std::size_t>(k)];
-      largest = std::fmax(largest, std::fabs(seq[static_cast<std::size_t>(k)]));
+      const double a = seq[static_cast<std::size_t>(k)];
+      sum += a;
+      largest_a = std::fmax(largest_a, std::fabs(a));
+      any_saturated = any_saturated || saturated(a);
     }
-    const auto gsize = static_cast<double>(size);
-    // Rounding of the mean, relative (eps64) and absolute (denormal scores), over the divisor.
-    const double tolerance =
-        64 * gsize * (eps64 * group_max_abs(scores, begin, end) + denorm_min) / denom
-        + 64 * gsize * denorm_min;
-    check(std::fabs(sum) <= tolerance, "grpo group advantages sum to 0", sum);
+    if (any_saturated) {
+      // Dr. GRPO only: the true |s - mean| (<= spread) exceeds the double range.
+      check(o.scaling == rlcore::grpo_scaling::none && spread > largest,
+            "grpo saturation only "
+            "where s - mean is beyond the double range",
+            largest_a);
+      continue;
+    }
+    const auto gsize = static_cast<wide>(size);
+    // Rounding of the centred values (relative to the group's spread, however large the scores),
+    // and absolute at the denormal scale of the moments' unit, over the divisor.
+    const wide tolerance =
+        64 * gsize * (eps64 * spread + static_cast<wide>(denorm_min) * unit) / denom
+        + 64 * gsize * static_cast<wide>(denorm_min);
+    check(std::fabs(sum) <= tolerance, "grpo group advantages sum to 0", static_cast<double>(sum));
     if (o.scaling == rlcore::grpo_scaling::group) {
-      const double bound = unbiased ? (gsize - 1) / std::sqrt(gsize) : std::sqrt(gsize - 1);
-      // Plus the rounding of the mean: scores a few ulps apart at 1e28 give O(1) errors.
-      check(largest <= bound * (1 + 1e-9) + tolerance, "grpo |a| <= (G - 1) / sqrt(G)", largest);
+      const double bound = unbiased ? (static_cast<double>(size) - 1) / std::sqrt(gsize)
+                                    : std::sqrt(static_cast<double>(size) - 1);
+      check(largest_a <= bound * (1 + 1e-9) + tolerance, "grpo |a| <= (G - 1) / sqrt(G)",
+            largest_a);
     }
   }
 }
@@ -238,7 +296,7 @@ void fuzz_rloo_opo(FuzzedDataProvider& in, const batch& b, const Layout& layout,
   for (index_t g = 0; g < b.num_groups(); ++g) {
     const index_t begin = b.group_begin(g);
     const index_t end = b.group_end(g);
-    double sum = 0;
+    wide sum = 0;
     double weight = 0;
     bool observed = true; // an all-masked row shows no advantage (RLOO needs every member)
     for (index_t k = begin; k < end; ++k) {
@@ -247,15 +305,24 @@ void fuzz_rloo_opo(FuzzedDataProvider& in, const batch& b, const Layout& layout,
     if (!observed) {
       continue;
     }
+    bool any_saturated = false;
     for (index_t k = begin; k < end; ++k) {
       const double w = opo ? static_cast<double>(b.valid_count(k)) : 1.0;
-      sum += w * seq[static_cast<std::size_t>(k)];
+      sum += w * static_cast<wide>(seq[static_cast<std::size_t>(k)]);
       weight += w;
+      any_saturated = any_saturated || saturated(seq[static_cast<std::size_t>(k)]);
     }
-    const double tolerance = 64 * (weight + 1) * static_cast<double>(end - begin + 1) * eps64
-                                 * group_max_abs(scores, begin, end)
-                             + 64 * (weight + 1) * denorm_min;
-    check(std::fabs(sum) <= tolerance, opo ? "opo length-weighted sum 0" : "rloo group sum 0", sum);
+    // Rounding relative to the group's spread (the scale of s - mean), not to |s|.
+    const wide spread = group_spread(scores, begin, end);
+    if (any_saturated) {
+      // |a| <= G / (G - 1) * spread (RLOO) or spread (OPO): only a true value beyond the range.
+      check(2 * spread > largest, "rloo/opo saturation only beyond the double range");
+      continue;
+    }
+    const wide tolerance = 64 * (weight + 1) * static_cast<wide>(end - begin + 1) * eps64 * spread
+                           + 64 * (weight + 1) * static_cast<wide>(denorm_min);
+    check(std::fabs(sum) <= tolerance, opo ? "opo length-weighted sum 0" : "rloo group sum 0",
+          static_cast<double>(sum));
     if (end - begin == 1) {
       check(seq[static_cast<std::size_t>(begin)] == 0.0, "rloo/opo singleton -> 0");
     }
@@ -310,10 +377,12 @@ void fuzz_pass_at_k(FuzzedDataProvider& in, const batch& b, const Layout& layout
         second = std::fmax(second, scores[static_cast<std::size_t>(k)]);
       }
     }
-    double expected = scores[static_cast<std::size_t>(best)] - second;
+    wide exact = static_cast<wide>(scores[static_cast<std::size_t>(best)]) - second;
     if (o.divide_by_std) {
-      expected /= moment_std(scores, begin, end, o.std_kind) + o.eps;
+      exact /= moment_std(scores, begin, end, o.std_kind) + o.eps;
     }
+    // beyond the double range (raw difference of scores near +-max): saturated
+    const double expected = exact > largest ? largest : static_cast<double>(exact);
     for (index_t k = begin; k < end; ++k) {
       for (index_t t = 0; t < b.length(k); ++t) {
         if (!b.valid(k, t)) {
@@ -390,38 +459,70 @@ index_t total_valid(const batch& b) {
 // x - mean is relative to max |input|, then divided by sqrt(var(input) + eps).
 void check_whitened(const batch& b, const std::vector<double>& x, rlcore::whiten_kind kind,
                     const std::vector<double>& input, double eps, const char* what) {
-  const auto n = static_cast<double>(total_valid(b));
+  const auto n = static_cast<wide>(total_valid(b));
   if (n == 0 || kind == rlcore::whiten_kind::none) {
     return;
   }
-  double sum = 0;
-  double in_sum = 0;
-  double in_max = 0;
+  wide sum = 0;
+  wide in_lo = std::numeric_limits<wide>::infinity();
+  wide in_hi = -in_lo;
+  bool any_saturated = false;
   for (index_t i = 0; i < b.n; ++i) {
     for (index_t t = 0; t < b.length(i); ++t) {
       if (b.valid(i, t)) {
         sum += x[b.slot(i, t)];
-        in_sum += input[b.slot(i, t)];
-        in_max = std::fmax(in_max, std::fabs(input[b.slot(i, t)]));
+        in_lo = std::fmin(in_lo, static_cast<wide>(input[b.slot(i, t)]));
+        in_hi = std::fmax(in_hi, static_cast<wide>(input[b.slot(i, t)]));
+        any_saturated = any_saturated || saturated(x[b.slot(i, t)]);
       }
     }
   }
-  double in_ss = 0;
+  const wide in_spread = in_hi - in_lo;
+  if (any_saturated) {
+    // mean-only whitening of values near +-max: x - mean beyond the double range
+    check(kind == rlcore::whiten_kind::mean_only && in_spread > largest,
+          "whiten saturation only where x - mean is beyond the double range");
+    return;
+  }
+  // Deviations from the first valid input (shift invariance, exact for near-equal values).
+  wide shift = 0;
+  for (index_t i = b.n - 1; i >= 0; --i) {
+    for (index_t t = b.length(i) - 1; t >= 0; --t) {
+      shift = b.valid(i, t) ? static_cast<wide>(input[b.slot(i, t)]) : shift;
+    }
+  }
+  wide in_shifted_mean = 0;
   for (index_t i = 0; i < b.n; ++i) {
     for (index_t t = 0; t < b.length(i); ++t) {
       if (b.valid(i, t)) {
-        in_ss += (input[b.slot(i, t)] - in_sum / n) * (input[b.slot(i, t)] - in_sum / n);
+        in_shifted_mean += (input[b.slot(i, t)] - shift) / n;
       }
     }
   }
-  const double in_var = in_ss / (kind == rlcore::whiten_kind::unbiased ? n - 1 : n);
-  const double divisor = kind == rlcore::whiten_kind::mean_only ? 1.0 : std::sqrt(in_var + eps);
-  const double mean = sum / n;
-  check(std::fabs(mean) <= 64 * n * (eps64 * (in_max + 1) + denorm_min) / divisor, what, mean);
+  wide in_ss = 0;
+  for (index_t i = 0; i < b.n; ++i) {
+    for (index_t t = 0; t < b.length(i); ++t) {
+      if (b.valid(i, t)) {
+        const wide d = (input[b.slot(i, t)] - shift) - in_shifted_mean;
+        in_ss += d * d;
+      }
+    }
+  }
+  const wide in_var = in_ss / (kind == rlcore::whiten_kind::unbiased ? n - 1 : n);
+  const wide divisor = kind == rlcore::whiten_kind::mean_only ? 1.0L : std::sqrt(in_var + eps);
+  const wide mean = sum / n;
+  // Rounding of x - mean relative to the spread of the values (not their magnitude), plus the
+  // denormal scale of the moments' unit.
+  const double unit =
+      moments_unit(static_cast<double>(std::fmax(std::fabs(in_lo), std::fabs(in_hi))));
+  check(std::fabs(mean)
+            <= 64 * n * (eps64 * in_spread + denorm_min * std::fmax(unit, 1.0)) / divisor
+                   + 64 * n * denorm_min,
+        what, static_cast<double>(mean));
   if (kind == rlcore::whiten_kind::mean_only) {
     return;
   }
-  double ss = 0;
+  wide ss = 0;
   for (index_t i = 0; i < b.n; ++i) {
     for (index_t t = 0; t < b.length(i); ++t) {
       if (b.valid(i, t)) {
@@ -429,8 +530,8 @@ void check_whitened(const batch& b, const std::vector<double>& x, rlcore::whiten
       }
     }
   }
-  const double var = ss / (kind == rlcore::whiten_kind::unbiased ? n - 1 : n);
-  check(var <= 1 + 1e-9, "whitened variance <= 1", var);
+  const wide var = ss / (kind == rlcore::whiten_kind::unbiased ? n - 1 : n);
+  check(var <= 1 + 1e-9, "whitened variance <= 1", static_cast<double>(var));
 }
 
 rlcore::whiten_kind pick_whiten_kind(FuzzedDataProvider& in) {
@@ -663,7 +764,7 @@ void fuzz_scores_and_rewards(FuzzedDataProvider& in, const batch& b, const Layou
   }
   // Reward columns with missing (NaN) entries, weighted and GDPO-normalised sums.
   const auto k = in.ConsumeIntegralInRange<index_t>(1, 3);
-  auto columns = rlcore_fuzz::finite_values(in, static_cast<std::size_t>(b.n * k));
+  auto columns = rlcore_fuzz::finite_values(in, static_cast<std::size_t>(b.n * k), 1e300);
   bool any_nan = false;
   for (auto& c : columns) {
     if (in.ConsumeIntegralInRange<int>(0, 15) == 0) {
@@ -753,13 +854,29 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const batch b = rlcore_fuzz::random_batch(in);
   const int which = in.ConsumeIntegralInRange<int>(0, 6);
   const fault f = pick_fault(in);
-  auto scores = rlcore_fuzz::finite_values(in, static_cast<std::size_t>(b.n));
-  if (in.ConsumeBool()) { // many ties: scores from a small set
+  auto scores = rlcore_fuzz::finite_values(in, static_cast<std::size_t>(b.n), largest);
+  switch (in.ConsumeIntegralInRange<int>(0, 3)) {
+  case 0: // many ties: scores from a small set
     for (auto& s : scores) {
-      s = in.PickValueInArray({0.0, 1.0, 1e30});
+      s = in.PickValueInArray({0.0, 1.0, 1e30, largest, -1e300});
     }
+    break;
+  case 1: { // near-equal: a few ulps around one value of any magnitude
+    const double base = rlcore_fuzz::finite_value(in, largest);
+    for (auto& s : scores) {
+      s = base;
+      for (int k = in.ConsumeIntegralInRange<int>(-4, 4); k != 0; k += k > 0 ? -1 : 1) {
+        s = std::nextafter(s, k > 0 ? largest : -largest);
+      }
+    }
+    break;
   }
-  const auto rewards = rlcore_fuzz::finite_values(in, b.mask.size());
+  default:
+    break;
+  }
+  // Returns sum rewards along a row (their true value can exceed the double range): 1e30 there;
+  // whitening and process supervision take any finite value.
+  const auto rewards = rlcore_fuzz::finite_values(in, b.mask.size(), which == 5 ? largest : 1e30);
   rlcore_fuzz::with_layout(b, [&](const auto& layout, const auto& groups, auto) {
     switch (which) {
     case 0:

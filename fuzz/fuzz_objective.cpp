@@ -420,20 +420,26 @@ void fuzz_entropy_bonus(FuzzedDataProvider& in, const batch& b, const Layout& la
   }
 }
 
-// The adaptive KL controller over a random sequence of updates: beta stays finite and >= 0.
+// The adaptive KL controller over a random sequence of updates: beta stays finite and >= 0 for
+// every accepted input (any finite beta, target, KL; horizon >= 1; up to 2^62 steps per update),
+// and a horizon below one step (0.5, a denormal), <= 0 or non-finite is an error.
 void fuzz_kl_controller(FuzzedDataProvider& in) {
-  const double beta = std::fabs(rlcore_fuzz::finite_value(in, 1e4));
-  const double target = std::fabs(rlcore_fuzz::finite_value(in, 1e4));
+  constexpr double largest = std::numeric_limits<double>::max();
+  const double beta = std::fabs(rlcore_fuzz::finite_value(in, largest));
+  const double target = std::fabs(rlcore_fuzz::finite_value(in, largest));
   const bool bad_horizon = in.ConsumeIntegralInRange<int>(0, 7) == 0;
-  const double horizon = bad_horizon ? in.PickValueInArray({0.0, -1.0, inf, nan})
-                                     : 1.0 + std::fabs(rlcore_fuzz::finite_value(in, 1e30));
+  const double horizon =
+      bad_horizon ? in.PickValueInArray(
+          {0.0, -1.0, inf, nan, 0.5, 4.9406564584124654e-324, std::nextafter(1.0, 0.0)})
+                  : std::fmin(1.0 + std::fabs(rlcore_fuzz::finite_value(in, largest)), largest);
   const bool valid = target > 0 && !bad_horizon;
   const bool ok = succeeds_or_invalid([&] {
     rlcore::adaptive_kl_controller controller(beta, target, horizon);
     const int updates = in.ConsumeIntegralInRange<int>(0, 50);
     for (int k = 0; k < updates; ++k) {
-      const double kl = rlcore_fuzz::finite_value(in, 1e4);
-      const auto steps = in.ConsumeIntegralInRange<index_t>(0, 1 << 20);
+      const double kl = rlcore_fuzz::finite_value(in, largest);
+      const auto steps = in.ConsumeBool() ? in.ConsumeIntegralInRange<index_t>(0, 1 << 20)
+                                          : in.ConsumeIntegralInRange<index_t>(0, index_t{1} << 62);
       controller.update(kl, steps);
       check(std::isfinite(controller.value()) && controller.value() >= 0,
             "adaptive KL beta finite and >= 0", controller.value());

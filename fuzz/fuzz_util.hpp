@@ -43,35 +43,22 @@ bool succeeds_or_invalid(Call&& call) {
 }
 
 /// A finite double of magnitude at most `limit`; extremes (0, +-1e30, +-1e4, +-20 clamp
-/// boundaries, float and bf16 limits, denormals) are over-represented; arbitrary bit patterns
-/// beyond `limit` become +-limit.
+/// boundaries, float and bf16 limits, denormals, +-1e300, the double maximum) are
+/// over-represented; arbitrary bit patterns and extremes beyond `limit` become +-limit.
 inline double finite_value(FuzzedDataProvider& in, double limit = 1e30) {
-  static constexpr double extremes[] = {0.0,
-                                        -0.0,
-                                        1.0,
-                                        -1.0,
-                                        0.5,
-                                        1e30,
-                                        -1e30,
-                                        1e4,
-                                        -1e4,
-                                        20.0,
-                                        -20.0,
-                                        20.000001,
-                                        -20.000001,
-                                        88.72,
-                                        -88.72,
-                                        709.0,
-                                        -745.0,
+  static constexpr double extremes[] = {0.0, -0.0, 1.0, -1.0, 0.5, 1e30, -1e30, 1e4, -1e4, 20.0,
+                                        -20.0, 20.000001, -20.000001, 88.72, -88.72, 709.0, -745.0,
                                         3.3895313892515355e38, // bf16 max
                                         -3.3895313892515355e38,
                                         3.4028234663852886e38, // float max
-                                        1e-300,
-                                        4.9406564584124654e-324,
-                                        1e-6,
-                                        0.8,
-                                        1.2,
-                                        1.28};
+                                        1e-300, 4.9406564584124654e-324, 1e-6, 0.8, 1.2, 1.28,
+                                        // beyond 1e30 (clamped to `limit` by the targets that
+                                        // cap their values): squares overflow beyond 1.3e154,
+                                        // the moments' unit changes at 2^+-440 (math/stats.hpp)
+                                        1e300, -1e300,
+                                        1.7976931348623157e308, // double max
+                                        -1.7976931348623157e308, 1.5e154, 0x1p440,
+                                        0x1.0000000000001p440, 0x1p-440, -0x1.fffffffffffffp-441};
   switch (in.ConsumeIntegralInRange<int>(0, 3)) {
   case 0: {
     const double v = in.PickValueInArray(extremes);
