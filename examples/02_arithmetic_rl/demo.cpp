@@ -126,12 +126,18 @@ void write_plots(const std::string& dir, const std::vector<method_summary>& summ
 
 demo_options quick_options() {
   demo_options o;
-  o.sft_steps = 300;
+  // Width 32 (0.027 M parameters, a quarter of the default's matmul work per token); SFT on
+  // batches of 32 reaches the 20 % target at step 575 (seed 1); about 8 s of CPU in all.
+  o.model.channels = 32;
+  o.sft_steps = 800;
+  o.sft_batch = 32;
   o.sft_target_accuracy = 0.2;
-  o.rl.steps = 21;
+  // RL: 30 stages of 16 prompts x G = 8 with mu = 2 (the second update reuses the samples), so
+  // the mean sampled reward rises by several standard errors between the first and last thirds.
+  o.rl.steps = 30;
   o.rl.prompts_per_step = 16;
-  o.rl.inner_updates = 1;
-  o.rl.eval_every = 7;
+  o.rl.inner_updates = 2;
+  o.rl.eval_every = 10;
   o.eval_problems = 200;
   o.methods = {rl_method::grpo_outcome};
   o.isolate = false;

@@ -39,7 +39,9 @@ struct method_summary {
 /// Runs the whole demo, printing to `out`; returns one summary per method.
 std::vector<method_summary> run_demo(const demo_options& options, std::ostream& out);
 
-/// The --quick settings (tiny SFT and RL, a few seconds).
+/// The --quick settings: width-32 model, SFT on batches of 32 to the 20 % target (at most 800
+/// steps), 30 GRPO-outcome stages of 16 prompts x 8 with mu = 2, accuracy on 200 problems; about
+/// 8 s of CPU (the run tests/examples/test_rl_quick.cpp checks).
 demo_options quick_options();
 
 /// Writes the final table (markdown) for the summaries.

@@ -18,12 +18,14 @@ void print_help(const arith::demo_options& d) {
          "A tiny transformer learns 2-digit addition (\"37+85=\" -> \"122\"): supervised warm-up\n"
          "to an imperfect policy, then RL from that checkpoint with GRPO (outcome and process\n"
          "supervision) and PPO with a critic, every RL formula from rlcore.\n\n"
-         "  --quick                 small run (under 30 s): short SFT, 21 GRPO-outcome stages\n"
+         "  --quick                 small run (about 10 s): width-32 model, short SFT,\n"
+         "                          30 GRPO-outcome stages (the run tests/examples checks)\n"
          "  --methods LIST          comma list of grpo-outcome,grpo-process,ppo (default: all)\n"
          "  --sft-steps N           supervised warm-up steps (default "
       << d.sft_steps << ")\n"
       << "  --sft-lr X              supervised learning rate (default " << d.sft_learning_rate
       << ")\n"
+      << "  --sft-batch N           supervised batch size (default " << d.sft_batch << ")\n"
       << "  --sft-target X          stop SFT at this held-out greedy accuracy (default "
       << d.sft_target_accuracy << ")\n"
       << "  --sft-checkpoint PATH   load this SFT checkpoint instead of training one\n"
@@ -78,6 +80,7 @@ int main(int argc, char** argv) {
         {"--sft-steps", [&](const std::string& v) { o.sft_steps = std::stoi(v); }},
         {"--sft-checkpoint", [&](const std::string& v) { o.sft_checkpoint = v; }},
         {"--sft-lr", [&](const std::string& v) { o.sft_learning_rate = std::stod(v); }},
+        {"--sft-batch", [&](const std::string& v) { o.sft_batch = std::stoi(v); }},
         {"--sft-target", [&](const std::string& v) { o.sft_target_accuracy = std::stod(v); }},
         {"--steps", [&](const std::string& v) { o.rl.steps = std::stoi(v); }},
         {"--prompts", [&](const std::string& v) { o.rl.prompts_per_step = std::stoi(v); }},
