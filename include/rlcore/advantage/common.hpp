@@ -84,8 +84,17 @@ RLCORE_HD constexpr index_t token_slot(const Layout& layout, index_t i, index_t 
   }
 }
 
-/// out(i, t) = valid(i, t) ? per_sequence[i] : 0 (a select: masked tokens get exactly 0); values
-/// beyond the output type's range saturate (math::finite_cast).
+/// values[i] = finite_cast<T>(values[i]): per-sequence results saturated to the range of the
+/// token output type T before broadcast_to_tokens casts them (once per sequence, not per token).
+template <class T, class Values>
+struct saturate_to_output_type {
+  Values values;
+  RLCORE_HD void operator()(index_t i) const {
+    values[i] = static_cast<double>(math::finite_cast<T>(static_cast<double>(values[i])));
+  }
+};
+
+/// out(i, t) = valid(i, t) ? per_sequence[i] : 0 (a select: masked tokens get exactly 0).
 template <class Layout, class Out, class Values>
 struct broadcast_to_tokens {
   Layout layout;
@@ -93,10 +102,19 @@ struct broadcast_to_tokens {
   Values per_sequence;
   RLCORE_HD void operator()(index_t i, index_t t) const {
     using T = typename Out::value_type;
-    out(i, t) =
-        layout.valid(i, t) ? math::finite_cast<T>(static_cast<double>(per_sequence[i])) : T(0);
+    out(i, t) = layout.valid(i, t) ? static_cast<T>(per_sequence[i]) : T(0);
   }
 };
+
+/// Saturates the per-sequence double results `seq` to the token output type of `out`, then
+/// broadcasts them to the valid tokens (0 at masked ones).
+template <class Layout, class Out, class Values, class Context>
+void saturate_and_broadcast(const Layout& layout, const Out& out, const Values& seq,
+                            const Context& ctx) {
+  using T = typename Out::value_type;
+  ctx.for_each(seq.size, saturate_to_output_type<T, Values>{seq});
+  ctx.for_each_token(layout, broadcast_to_tokens<Layout, Out, Values>{layout, out, seq});
+}
 
 /// 1 if group g is non-empty and every score in it is equal (size-1 groups included).
 template <class Groups, class Scores>

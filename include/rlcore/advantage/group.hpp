@@ -300,8 +300,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
   auto buffer = ctx.template allocate<double>(sv.size);
   const vector_view<double, typename Layout::space> seq{buffer.data(), sv.size, 1};
   const auto stats = detail::grpo_sequence_impl(function, sv, groups, seq, options, ctx);
-  ctx.for_each_token(
-      layout, detail::broadcast_to_tokens<Layout, decltype(out), decltype(seq)>{layout, out, seq});
+  detail::saturate_and_broadcast(layout, out, seq, ctx);
   return stats;
 }
 
@@ -326,8 +325,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
   const vector_view<double, typename Layout::space> seq{buffer.data(), sv.size, 1};
   ctx.for_each(num_groups,
                detail::rloo_group_kernel<Groups, decltype(sv), decltype(seq)>{groups, sv, seq});
-  ctx.for_each_token(
-      layout, detail::broadcast_to_tokens<Layout, decltype(out), decltype(seq)>{layout, out, seq});
+  detail::saturate_and_broadcast(layout, out, seq, ctx);
   return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
 }
 
@@ -357,8 +355,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
   ctx.for_each(num_groups,
                detail::opo_group_kernel<Groups, decltype(sv), decltype(lengths), decltype(seq)>{
                    groups, sv, lengths, seq});
-  ctx.for_each_token(
-      layout, detail::broadcast_to_tokens<Layout, decltype(out), decltype(seq)>{layout, out, seq});
+  detail::saturate_and_broadcast(layout, out, seq, ctx);
   return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
 }
 
@@ -391,8 +388,7 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
   ctx.for_each(num_groups,
                detail::pass_at_k_group_kernel<Groups, decltype(sv), decltype(seq)>{
                    groups, sv, seq, options.divide_by_std, options.std_kind, options.eps});
-  ctx.for_each_token(
-      layout, detail::broadcast_to_tokens<Layout, decltype(out), decltype(seq)>{layout, out, seq});
+  detail::saturate_and_broadcast(layout, out, seq, ctx);
   return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
 }
 

@@ -44,7 +44,7 @@ struct whiten_second_pass {
   RLCORE_HD math::moment_sums operator()(index_t i, index_t t) const {
     return layout.valid(i, t)
                ? math::second_pass_term(static_cast<double>(x(i, t)), first_mean, level)
-               : math::moment_sums{};
+               : math::moment_sums{0.0, 0.0, 0.0, level}; // masked: nothing, in pass 1's unit
   }
 };
 
@@ -60,15 +60,15 @@ struct whiten_write {
   double var;                     ///< in units^2
   double eps;                     ///< in units^2
   bool mean_only;
-  RLCORE_HD void operator()(index_t i, index_t t) const {
-    using T = typename Out::value_type;
-    if (!layout.valid(i, t)) {
-      out(i, t) = T(0);
-      return;
-    }
+  using T = typename Out::value_type;
+  RLCORE_HD T value(index_t i, index_t t) const {
     const double w =
         math::whitened(moments.centred(static_cast<double>(in(i, t))), 0.0, var, eps, mean_only);
-    out(i, t) = math::finite_cast<T>(mean_only ? math::from_units(w, moments.unit) : w);
+    // standardised values are bounded; only x - mean can leave the output range
+    return mean_only ? math::finite_cast<T>(math::from_units(w, moments.unit)) : static_cast<T>(w);
+  }
+  RLCORE_HD void operator()(index_t i, index_t t) const {
+    out(i, t) = layout.valid(i, t) ? value(i, t) : T(0); // masked slots are never read
   }
 };
 

@@ -90,6 +90,16 @@ struct moment_sums {
   int level = small_unit_level;
 
   RLCORE_HD constexpr moment_sums& operator+=(const moment_sums& other) {
+    if (other.level == level) {
+      count += other.count;
+      sum += other.sum;
+      sum_sq += other.sum_sq;
+      return *this;
+    }
+    return add_in_other_unit(other);
+  }
+  /// operator+= for sums of different levels: the one in the smaller unit is moved to the larger.
+  RLCORE_HD constexpr moment_sums& add_in_other_unit(const moment_sums& other) {
     double other_sum = other.sum;
     double other_sum_sq = other.sum_sq;
     if (other.level > level) {
@@ -97,7 +107,7 @@ struct moment_sums {
       sum = to_larger_unit(sum, steps);
       sum_sq = to_larger_unit(to_larger_unit(sum_sq, steps), steps);
       level = other.level;
-    } else if (other.level < level) {
+    } else {
       const int steps = level - other.level;
       other_sum = to_larger_unit(other_sum, steps);
       other_sum_sq = to_larger_unit(to_larger_unit(other_sum_sq, steps), steps);
