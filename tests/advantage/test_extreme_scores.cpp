@@ -397,3 +397,21 @@ TEST_CASE("zero spread at any scale: exactly 0, even when eps vanishes in the mo
   CHECK(tokens[2] == doctest::Approx(u / (u / std::sqrt(3.0) + 1)).epsilon(1e-14));
   CHECK(tokens[0] == 0.0);
 }
+
+TEST_CASE("pass@k: a tiny s_max - s_second in a group with a huge score keeps its precision") {
+  // Scores {-2^478, 3 2^-495, 2^-495, -3}: the best is 3 2^-495, the second 2^-495, so
+  // s_max - s_second = 2^-494 exactly; the group std (unbiased) is 2^478 / 2 to 1e-30 (one
+  // deviation of 3/4 2^478, three of 1/4 2^478: squares 12/16 2^956 over 3 = 2^956 / 4).
+  // a = 2^-494 / (2^477 + 1e-8) = 2^-971 (a plain double): in the group's unit (2^600) both
+  // scores would underflow to 0 and give 0 (fuzz finding).
+  const double huge = 0x1p478;
+  const std::vector<double> s{-huge, 0x1.8p-494, 0x1p-495, -3.0};
+  std::vector<double> tokens(4);
+  rlcore::pass_at_k_options po;
+  po.eps = 1e-8;
+  rlcore::pass_at_k_advantages(rlcore::padded_unmasked(4, 1), s, rlcore::uniform_groups{4},
+                               rlcore::make_matrix_view(tokens.data(), 4, 1), po);
+  CHECK(tokens[1] == doctest::Approx(0x1p-971).epsilon(1e-14));
+  CHECK(tokens[0] == 0.0);
+  CHECK(tokens[2] == 0.0);
+}

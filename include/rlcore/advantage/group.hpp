@@ -192,16 +192,25 @@ struct pass_at_k_group_kernel {
       }
     }
     const auto top = static_cast<double>(scores[best]);
-    // In units: the group's when dividing by its std, else the one of the larger of top, second.
+    // Plainly when s_max - s_second and std + eps are doubles and the unit is >= 1 (the
+    // difference of two scores far below the group's largest |s| keeps its precision); else in
+    // units: the group's when dividing by its std, else the one of the larger of |top|, |second|.
     math::moments_in_units m;
     if (divide_by_std) {
       m = math::range_moments(begin, end, score_at{scores}, kind).units;
     } else {
       m = math::units_of_level(math::unit_level_of(math::max(math::abs(top), math::abs(second))));
     }
-    const double a = math::standardized_advantage(m.in_units(top), m.in_units(second), m.stddev,
-                                                  m.eps_in_units(eps), divide_by_std);
-    const T best_value = math::finite_cast<T>(divide_by_std ? a : math::from_units(a, m.unit));
+    const double plain_spread = m.stddev * m.unit;
+    const bool plain = m.level != math::small_unit_level && math::isfinite(top - second)
+                       && math::isfinite(plain_spread + eps);
+    const double a =
+        plain ? math::standardized_advantage(top, second, plain_spread, eps, divide_by_std)
+              : math::from_units(math::standardized_advantage(m.in_units(top), m.in_units(second),
+                                                              m.stddev, m.eps_in_units(eps),
+                                                              divide_by_std),
+                                 divide_by_std ? 1.0 : m.unit);
+    const T best_value = math::finite_cast<T>(a);
     for (index_t k = begin; k < end; ++k) {
       out[k] = k == best ? best_value : T(0);
     }
