@@ -265,6 +265,27 @@ grpo_sequence_impl(const char* function, const Scores& sv, const Groups& groups,
   return group_stats(ctx, num_groups, groups, sv, ov, n);
 }
 
+/// The frame shared by the token-broadcast group estimators: checks scores (vector of N =
+/// layout.rows()) against the layout, binds advantages_out, lets `per_sequence(sv, seq)` write
+/// the N per-sequence advantages into a double buffer `seq` (validating its own groups and
+/// options first) and return the group metrics, then saturates `seq` to the output type and
+/// broadcasts it to the valid tokens (0 at masked ones).
+template <class Layout, class Scores, class Groups, class Advantages, class Context,
+          class PerSequence>
+group_advantage_stats broadcast_group_advantages(const char* function, const Layout& layout,
+                                                 const Scores& scores, Advantages& advantages_out,
+                                                 const Context& ctx, PerSequence&& per_sequence) {
+  const auto sv = as_vector_view(scores);
+  static_check_spaces<typename Layout::space, Groups, decltype(sv)>();
+  require_sequence_count(function, "scores", sv.size, layout.rows());
+  auto out = layout.bind(function, "advantages_out", advantages_out);
+  auto buffer = ctx.template allocate<double>(sv.size);
+  const vector_view<double, typename Layout::space> seq{buffer.data(), sv.size, 1};
+  const group_advantage_stats stats = per_sequence(sv, seq);
+  saturate_and_broadcast(layout, out, seq, ctx);
+  return stats;
+}
+
 } // namespace detail
 
 /// GRPO outcome advantages per sequence (DeepSeekMath, Shao et al. 2024, sec. 4.1.2):
@@ -301,16 +322,11 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
                                                   const Groups& groups, Advantages&& advantages_out,
                                                   const grpo_advantage_options& options = {},
                                                   const detail::context_for<Layout>& ctx = {}) {
-  constexpr const char* function = "grpo_outcome_advantages";
-  const auto sv = as_vector_view(scores);
-  detail::static_check_spaces<typename Layout::space, Groups, decltype(sv)>();
-  detail::require_sequence_count(function, "scores", sv.size, layout.rows());
-  auto out = layout.bind(function, "advantages_out", advantages_out);
-  auto buffer = ctx.template allocate<double>(sv.size);
-  const vector_view<double, typename Layout::space> seq{buffer.data(), sv.size, 1};
-  const auto stats = detail::grpo_sequence_impl(function, sv, groups, seq, options, ctx);
-  detail::saturate_and_broadcast(layout, out, seq, ctx);
-  return stats;
+  return detail::broadcast_group_advantages<Layout, Scores, Groups>(
+      "grpo_outcome_advantages", layout, scores, advantages_out, ctx,
+      [&](const auto& sv, const auto& seq) {
+        return detail::grpo_sequence_impl("grpo_outcome_advantages", sv, groups, seq, options, ctx);
+      });
 }
 
 /// RLOO advantages (Kool et al. 2019; Ahmadian et al. 2024): a_i = s_i - mean_{j != i} s_j
@@ -325,17 +341,14 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
                                           const Groups& groups, Advantages&& advantages_out,
                                           const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "rloo_advantages";
-  const auto sv = as_vector_view(scores);
-  detail::static_check_spaces<typename Layout::space, Groups, decltype(sv)>();
-  detail::require_sequence_count(function, "scores", sv.size, layout.rows());
-  const index_t num_groups = detail::validate_groups(function, groups, sv.size);
-  auto out = layout.bind(function, "advantages_out", advantages_out);
-  auto buffer = ctx.template allocate<double>(sv.size);
-  const vector_view<double, typename Layout::space> seq{buffer.data(), sv.size, 1};
-  ctx.for_each(num_groups,
-               detail::rloo_group_kernel<Groups, decltype(sv), decltype(seq)>{groups, sv, seq});
-  detail::saturate_and_broadcast(layout, out, seq, ctx);
-  return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
+  return detail::broadcast_group_advantages<Layout, Scores, Groups>(
+      function, layout, scores, advantages_out, ctx, [&](const auto& sv, const auto& seq) {
+        const index_t num_groups = detail::validate_groups(function, groups, sv.size);
+        ctx.for_each(num_groups,
+                     detail::rloo_group_kernel<Groups, std::decay_t<decltype(sv)>,
+                                               std::decay_t<decltype(seq)>>{groups, sv, seq});
+        return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
+      });
 }
 
 /// OPO advantages (Hao et al. 2025, "On-Policy RL with Optimal reward baseline"): the
@@ -350,22 +363,19 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
                                          const Groups& groups, Advantages&& advantages_out,
                                          const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "opo_advantages";
-  const auto sv = as_vector_view(scores);
-  detail::static_check_spaces<typename Layout::space, Groups, decltype(sv)>();
-  detail::require_sequence_count(function, "scores", sv.size, layout.rows());
-  const index_t num_groups = detail::validate_groups(function, groups, sv.size);
-  auto out = layout.bind(function, "advantages_out", advantages_out);
-  using space = typename Layout::space;
-  auto length_buffer = ctx.template allocate<double>(sv.size);
-  ctx.reduce_rows(layout, length_buffer.data(), detail::valid_token_count<Layout>{layout});
-  const vector_view<const double, space> lengths{length_buffer.data(), sv.size, 1};
-  auto buffer = ctx.template allocate<double>(sv.size);
-  const vector_view<double, space> seq{buffer.data(), sv.size, 1};
-  ctx.for_each(num_groups,
-               detail::opo_group_kernel<Groups, decltype(sv), decltype(lengths), decltype(seq)>{
-                   groups, sv, lengths, seq});
-  detail::saturate_and_broadcast(layout, out, seq, ctx);
-  return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
+  return detail::broadcast_group_advantages<Layout, Scores, Groups>(
+      function, layout, scores, advantages_out, ctx, [&](const auto& sv, const auto& seq) {
+        const index_t num_groups = detail::validate_groups(function, groups, sv.size);
+        auto length_buffer = ctx.template allocate<double>(sv.size);
+        ctx.reduce_rows(layout, length_buffer.data(), detail::valid_token_count<Layout>{layout});
+        const vector_view<const double, typename Layout::space> lengths{length_buffer.data(),
+                                                                        sv.size, 1};
+        ctx.for_each(
+            num_groups,
+            detail::opo_group_kernel<Groups, std::decay_t<decltype(sv)>, decltype(lengths),
+                                     std::decay_t<decltype(seq)>>{groups, sv, lengths, seq});
+        return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
+      });
 }
 
 /// pass@k advantages for GRPO (Chen et al. 2025, "Pass@k training"; verl grpo_passk): in each
@@ -380,25 +390,22 @@ requires mutable_token_tensor_for<std::remove_reference_t<Advantages>, Layout>
                                                const pass_at_k_options& options = {},
                                                const detail::context_for<Layout>& ctx = {}) {
   constexpr const char* function = "pass_at_k_advantages";
-  const auto sv = as_vector_view(scores);
-  detail::static_check_spaces<typename Layout::space, Groups, decltype(sv)>();
-  detail::require_sequence_count(function, "scores", sv.size, layout.rows());
-  const index_t num_groups = detail::validate_groups(function, groups, sv.size);
-  detail::require_positive_eps(function, "options.eps", options.eps);
-  detail::require_std_kind(function, "options.std_kind", options.std_kind);
-  const index_t singletons =
-      ctx.reduce(num_groups, index_t{0}, detail::singleton_group_flag<Groups>{groups});
-  detail::require(singletons == 0, function, "groups",
-                  "expected every group to hold at least 2 sequences, got ", singletons,
-                  " group(s) of size 1");
-  auto out = layout.bind(function, "advantages_out", advantages_out);
-  auto buffer = ctx.template allocate<double>(sv.size);
-  const vector_view<double, typename Layout::space> seq{buffer.data(), sv.size, 1};
-  ctx.for_each(num_groups,
-               detail::pass_at_k_group_kernel<Groups, decltype(sv), decltype(seq)>{
-                   groups, sv, seq, options.divide_by_std, options.std_kind, options.eps});
-  detail::saturate_and_broadcast(layout, out, seq, ctx);
-  return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
+  return detail::broadcast_group_advantages<Layout, Scores, Groups>(
+      function, layout, scores, advantages_out, ctx, [&](const auto& sv, const auto& seq) {
+        const index_t num_groups = detail::validate_groups(function, groups, sv.size);
+        detail::require_positive_eps(function, "options.eps", options.eps);
+        detail::require_std_kind(function, "options.std_kind", options.std_kind);
+        const index_t singletons =
+            ctx.reduce(num_groups, index_t{0}, detail::singleton_group_flag<Groups>{groups});
+        detail::require(singletons == 0, function, "groups",
+                        "expected every group to hold at least 2 sequences, got ", singletons,
+                        " group(s) of size 1");
+        ctx.for_each(num_groups,
+                     detail::pass_at_k_group_kernel<Groups, std::decay_t<decltype(sv)>,
+                                                    std::decay_t<decltype(seq)>>{
+                         groups, sv, seq, options.divide_by_std, options.std_kind, options.eps});
+        return detail::group_stats(ctx, num_groups, groups, sv, seq, sv.size);
+      });
 }
 
 } // namespace rlcore
