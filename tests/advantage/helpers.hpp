@@ -1,27 +1,4 @@
 // Test helpers shared by the advantage tests.
 #pragma once
 
-#include <rlcore/error.hpp>
-
-#include <doctest/doctest.h>
-
-#include <string>
-
-namespace rlcore_test {
-
-// Runs f, expects rlcore::invalid_argument naming `argument` with `fragment` in its message.
-template <class F>
-void check_invalid(F&& f, const std::string& argument, const std::string& fragment) {
-  try {
-    f();
-    FAIL("expected rlcore::invalid_argument for ", argument);
-  } catch (const rlcore::invalid_argument& e) {
-    CHECK(e.argument() == argument);
-    const std::string what = e.what();
-    INFO(what);
-    CHECK(what.find(fragment) != std::string::npos);
-    CHECK(what.find("'" + argument + "'") != std::string::npos);
-  }
-}
-
-} // namespace rlcore_test
+#include "../common/check_invalid.hpp"

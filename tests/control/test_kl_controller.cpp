@@ -1,4 +1,6 @@
 // KL controllers: the adaptive update by hand (both clip sides), the fixed one, validation.
+#include "../common/check_invalid.hpp"
+
 #include <rlcore/control/kl_controller.hpp>
 
 #include <doctest/doctest.h>
@@ -7,20 +9,7 @@
 #include <limits>
 #include <string>
 
-namespace {
-template <class F>
-void check_invalid(F&& f, const std::string& argument, const std::string& fragment) {
-  try {
-    f();
-    FAIL("expected rlcore::invalid_argument for ", argument);
-  } catch (const rlcore::invalid_argument& e) {
-    CHECK(e.argument() == argument);
-    const std::string what = e.what();
-    INFO(what);
-    CHECK(what.find(fragment) != std::string::npos);
-  }
-}
-} // namespace
+using rlcore_test::check_invalid;
 
 TEST_CASE("adaptive KL controller: e = clip(KL / target - 1, -0.2, 0.2), beta *= 1 + e n / H") {
   rlcore::adaptive_kl_controller c(0.1, 6.0, 10000.0);

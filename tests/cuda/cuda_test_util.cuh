@@ -1,6 +1,8 @@
 // Shared helpers of the CUDA tests: device <-> host copies, random data, the check_invalid pattern.
 #pragma once
 
+#include "../common/check_invalid.hpp"
+
 #include <rlcore/backend/cuda/cuda.cuh>
 
 #include <doctest/doctest.h>
@@ -58,21 +60,6 @@ bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
 inline bool close(double a, double b, double rel, double floor = 1.0) {
   const double scale = std::abs(b) > floor ? std::abs(b) : floor;
   return std::abs(a - b) <= rel * scale;
-}
-
-// Runs f, expects rlcore::invalid_argument naming `argument` with `fragment` in its message.
-template <class F>
-void check_invalid(F&& f, const std::string& argument, const std::string& fragment) {
-  try {
-    f();
-    FAIL("expected rlcore::invalid_argument for ", argument);
-  } catch (const rlcore::invalid_argument& e) {
-    CHECK(e.argument() == argument);
-    const std::string what = e.what();
-    INFO(what);
-    CHECK(what.find(fragment) != std::string::npos);
-    CHECK(what.find("'" + argument + "'") != std::string::npos);
-  }
 }
 
 } // namespace rlcore_test

@@ -1,7 +1,7 @@
 // grpo_loss_from_logits / policy_loss_from_logits: the composition logits -> lp -> objective ->
 // d loss / d logits. An independent on-policy reference, finite differences off-policy, the
 // entropy bonus, masked slots with inf logits, and errors passed through.
-#include "check_invalid.hpp"
+#include "../common/check_invalid.hpp"
 #include "logits_reference.hpp"
 
 #include <rlcore/advantage/all.hpp>
@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <limits>
 #include <vector>
+
+using rlcore_test::check_invalid;
 
 using rlcore::index_t;
 

@@ -1,5 +1,5 @@
 // Validation: one check per rule, each naming the argument with expected and actual values.
-#include "check_invalid.hpp"
+#include "../common/check_invalid.hpp"
 
 #include <rlcore/objective/logits.hpp>
 #include <rlcore/rlcore.hpp>
@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <limits>
 #include <vector>
+
+using rlcore_test::check_invalid;
 
 using rlcore::index_t;
 

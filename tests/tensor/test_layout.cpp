@@ -1,4 +1,6 @@
 // Layouts and groups: binding, shape checks and the validation messages.
+#include "../common/check_invalid.hpp"
+
 #include <rlcore/rlcore.hpp>
 
 #include <doctest/doctest.h>
@@ -9,24 +11,7 @@
 
 using rlcore::index_t;
 
-namespace {
-
-// Runs f, expects rlcore::invalid_argument naming `argument` with `fragment` in its message.
-template <class F>
-void check_invalid(F&& f, const std::string& argument, const std::string& fragment) {
-  try {
-    f();
-    FAIL("expected rlcore::invalid_argument for ", argument);
-  } catch (const rlcore::invalid_argument& e) {
-    CHECK(e.argument() == argument);
-    const std::string what = e.what();
-    INFO(what);
-    CHECK(what.find(fragment) != std::string::npos);
-    CHECK(what.find("'" + argument + "'") != std::string::npos);
-  }
-}
-
-} // namespace
+using rlcore_test::check_invalid;
 
 TEST_CASE("padded layout: validity, binding and shape mismatch") {
   std::vector<std::uint8_t> mask{1, 1, 0, 1, 0, 1}; // 2 x 3, interior hole in row 1

@@ -1,5 +1,6 @@
-// check_invalid(f, argument, fragment): f must throw rlcore::invalid_argument naming `argument`
-// with `fragment` in its message (the pattern of tests/tensor/test_layout.cpp).
+// check_invalid(f, argument, fragment), shared by every test suite: f must throw
+// rlcore::invalid_argument that names `argument` (argument() and "'argument'" in the message) and
+// whose message contains `fragment`.
 #pragma once
 
 #include <rlcore/error.hpp>
@@ -7,6 +8,8 @@
 #include <doctest/doctest.h>
 
 #include <string>
+
+namespace rlcore_test {
 
 template <class F>
 void check_invalid(F&& f, const std::string& argument, const std::string& fragment) {
@@ -21,3 +24,5 @@ void check_invalid(F&& f, const std::string& argument, const std::string& fragme
     CHECK(what.find("'" + argument + "'") != std::string::npos);
   }
 }
+
+} // namespace rlcore_test
