@@ -218,3 +218,94 @@ TEST_CASE("host chunked path with mixed element types: inputs converted, outputs
     REQUIRE(grad[k] == static_cast<float>(grad_d[k]));
   }
 }
+
+TEST_CASE_TEMPLATE("host chunked path: rows read in place and rows gathered token by token give "
+                   "the same bits",
+                   T, float, double) {
+  // The ragged batch as padded rows (row-major: every view contiguous along its rows, read in
+  // place) and the same values column-major (col_stride = rows: every chunk gathered token by
+  // token); with the mask, and without a mask (every slot valid, padding replaced by finite
+  // values).
+  const ragged_batch b = make_ragged_batch(48, 11);
+  const index_t rows = 48;
+  index_t cols = 0;
+  for (index_t i = 0; i < rows; ++i) {
+    cols = std::max<index_t>(cols, b.offsets[std::size_t(i) + 1] - b.offsets[std::size_t(i)]);
+  }
+  const auto slots = static_cast<std::size_t>(rows * cols);
+  std::vector<unsigned char> mask(slots, 0), mask_c(slots, 0);
+  std::vector<T> lp(slots, T(-1)), old(slots, T(-1.5)), ref(slots, T(-0.5)), adv(slots, T(0.25));
+  std::vector<T> lp_c(slots), old_c(slots), ref_c(slots), adv_c(slots);
+  for (index_t i = 0; i < rows; ++i) {
+    const auto begin = static_cast<std::size_t>(b.offsets[std::size_t(i)]);
+    const auto length = static_cast<index_t>(b.offsets[std::size_t(i) + 1]) - index_t(begin);
+    for (index_t t = 0; t < length; ++t) {
+      const std::size_t at = std::size_t(i * cols + t);
+      const std::size_t k = begin + std::size_t(t);
+      mask[at] = b.mask[k];
+      lp[at] = T(b.lp[k]);
+      old[at] = T(b.old[k]);
+      ref[at] = T(b.ref[k]);
+      adv[at] = T(b.adv[k]);
+    }
+  }
+  for (index_t i = 0; i < rows; ++i) {
+    for (index_t t = 0; t < cols; ++t) {
+      const std::size_t from = std::size_t(i * cols + t);
+      const std::size_t to = std::size_t(t * rows + i);
+      mask_c[to] = mask[from];
+      lp_c[to] = lp[from];
+      old_c[to] = old[from];
+      ref_c[to] = ref[from];
+      adv_c[to] = adv[from];
+    }
+  }
+  const auto row_major = [&](auto& x) { return rlcore::make_matrix_view(x.data(), rows, cols); };
+  const auto col_major = [&](auto& x) {
+    using E = std::remove_reference_t<decltype(*x.data())>;
+    return rlcore::matrix_view<E>{x.data(), rows, cols, 1, rows};
+  };
+  // grads start at -7: every slot must be written
+  std::vector<T> grad(slots, T(-7)), grad_c(slots, T(-7));
+  const auto in_place =
+      rlcore::grpo_objective(rlcore::padded(row_major(mask)), row_major(lp), row_major(old),
+                             row_major(ref), row_major(adv), row_major(grad));
+  const auto gathered =
+      rlcore::grpo_objective(rlcore::padded(col_major(mask_c)), col_major(lp_c), col_major(old_c),
+                             col_major(ref_c), col_major(adv_c), col_major(grad_c));
+  CHECK(std::memcmp(&in_place, &gathered, sizeof(rlcore::objective_result)) == 0);
+  for (index_t i = 0; i < rows; ++i) {
+    for (index_t t = 0; t < cols; ++t) {
+      REQUIRE(grad[std::size_t(i * cols + t)] == grad_c[std::size_t(t * rows + i)]);
+    }
+  }
+  CHECK(in_place.loss
+        == doctest::Approx(reference_loss(b)).epsilon(std::is_same_v<T, float> ? 2e-5 : 1e-12));
+
+  // no mask: the masked slots' NaN / inf replaced by the finite padding values
+  for (std::size_t k = 0; k < slots; ++k) {
+    if (mask[k] == 0) {
+      lp[k] = T(-1);
+      old[k] = T(-1.5);
+    }
+  }
+  for (index_t i = 0; i < rows; ++i) {
+    for (index_t t = 0; t < cols; ++t) {
+      lp_c[std::size_t(t * rows + i)] = lp[std::size_t(i * cols + t)];
+      old_c[std::size_t(t * rows + i)] = old[std::size_t(i * cols + t)];
+    }
+  }
+  const auto unmasked = rlcore::padded_unmasked(rows, cols);
+  const auto in_place_unmasked = rlcore::grpo_objective(
+      unmasked, row_major(lp), row_major(old), row_major(ref), row_major(adv), row_major(grad));
+  const auto gathered_unmasked =
+      rlcore::grpo_objective(unmasked, col_major(lp_c), col_major(old_c), col_major(ref_c),
+                             col_major(adv_c), col_major(grad_c));
+  CHECK(in_place_unmasked.metrics.valid_tokens == double(slots));
+  CHECK(std::memcmp(&in_place_unmasked, &gathered_unmasked, sizeof(rlcore::objective_result)) == 0);
+  for (index_t i = 0; i < rows; ++i) {
+    for (index_t t = 0; t < cols; ++t) {
+      REQUIRE(grad[std::size_t(i * cols + t)] == grad_c[std::size_t(t * rows + i)]);
+    }
+  }
+}

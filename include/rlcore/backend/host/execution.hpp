@@ -21,36 +21,40 @@
 namespace rlcore {
 
 /// A token functor with a host chunked form (optional; see reduce_tokens): besides f(i, t) it
-/// provides local chunk arrays (`host_chunk`, with `width` slots and a flush interval `pieces`)
-/// and metric lanes (`host_lanes`), kernel variants (`host_variants`, a compile-time count), and
+/// provides local chunk arrays (`host_chunk`, with `width` slots and a flush interval `pieces`),
+/// the in-place slots of a row (`host_row`), metric lanes (`host_lanes`), kernel variants
+/// (`host_variants`, a compile-time count), and
 ///   f.host_chunk_enabled()          whether the chunked form applies to this call's options
 ///   f.host_variant()                the variant in [0, host_variants) for this call's options
+///   f.host_row_begin(r, i)          whether row i can be read and written in place; if so, fills
+///                                   r (pointers, the row's constants)
+///   f.host_compute_row<V>(r, t0, lanes)  the per-slot body of variant V over the full chunk
+///                                   t0 .. t0 + width - 1 of row r, in place (slot k = token
+///                                   t0 + k, touching lanes[k] only; a loop that vectorises)
 ///   f.host_load(c, k, i, t)         gathers token (i, t) into slot k of chunk c
 ///   f.host_load_padding(c, k)       fills slot k with an invalid (masked) token
-///   f.host_load_full(c, i, t0)      host_load of the full chunk t0 .. t0 + width - 1 of row i
-///   f.host_store_full(c, i, t0)     host_store of a full chunk
-///   f.host_compute<V>(c, lanes)     the per-slot body of variant V over the chunk's slots, slot
-///                                   k touching c's slot k and lanes[k] only (a loop that
-///                                   vectorises)
+///   f.host_compute<V>(c, lanes)     the per-slot body over chunk c's local arrays
+///   f.host_store(c, k, i, t)        scatters slot k's outputs to token (i, t)
 ///   f.host_flush(lanes, i)          folds the lanes' running sums of row i into their totals
 ///                                   (after every `pieces` chunks of a row and at the row's end)
-///   f.host_store(c, k, i, t)        scatters slot k's outputs to token (i, t)
 ///   f.host_finish(lanes)            the lanes summed in a fixed order, as an accumulator
+/// Both forms of a chunk must give the same bits (the lanes do not know which one ran).
 template <class F, class Acc>
 concept host_chunked_token_functor = requires(const F& f, typename F::host_chunk& c,
-                                              typename F::host_lanes& l, index_t k) {
+                                              typename F::host_row& r, typename F::host_lanes& l,
+                                              index_t k) {
   { F::host_chunk::width } -> std::convertible_to<index_t>;
   { F::host_chunk::pieces } -> std::convertible_to<index_t>;
   { F::host_variants } -> std::convertible_to<int>;
   { f.host_chunk_enabled() } -> std::convertible_to<bool>;
   { f.host_variant() } -> std::convertible_to<int>;
+  { f.host_row_begin(r, k) } -> std::convertible_to<bool>;
+  f.template host_compute_row<0>(r, k, l);
   f.host_load(c, k, k, k);
   f.host_load_padding(c, k);
-  f.host_load_full(c, k, k);
-  f.host_store_full(c, k, k);
   f.template host_compute<0>(c, l);
-  f.host_flush(l, k);
   f.host_store(c, k, k, k);
+  f.host_flush(l, k);
   { f.host_finish(l) } -> std::convertible_to<Acc>;
 };
 
@@ -105,39 +109,42 @@ namespace detail {
 #endif
 
 /// The chunked token loop of reduce_tokens over rows [row_begin, row_end), kernel variant
-/// `Variant`: `width` slots of a row at a time, gather (host_load*), the per-slot body in a loop
-/// the compiler vectorises (host_compute), scatter (host_store*); running sums folded by
-/// host_flush every `pieces` chunks of a row and at its end; W lanes that f.host_finish adds in
-/// lane order.
+/// `Variant`: `width` slots of a row at a time, the per-slot body in a loop the compiler
+/// vectorises: in place for the full chunks of a row that host_row_begin accepts
+/// (host_compute_row), else gathered into local arrays (host_load*, host_compute, host_store);
+/// running sums folded by host_flush every `pieces` chunks of a row and at its end; W lanes that
+/// f.host_finish adds in lane order.
 template <int Variant, class Layout, class F>
 RLCORE_DETAIL_FORCE_INLINE auto host_chunked_rows(const Layout& layout, const F& f,
                                                   index_t row_begin, index_t row_end) {
   constexpr index_t width = F::host_chunk::width;
   constexpr index_t piece_slots = width * F::host_chunk::pieces;
   typename F::host_chunk chunk;
+  typename F::host_row row;
   typename F::host_lanes lanes{};
   for (index_t i = row_begin; i < row_end; ++i) {
     const index_t len = layout.row_length(i);
-    for (index_t t0 = 0; t0 < len; t0 += width) {
+    index_t t0 = 0;
+    if (len >= width && f.host_row_begin(row, i)) {
+      for (; t0 + width <= len; t0 += width) {
+        f.template host_compute_row<Variant>(row, t0, lanes);
+        if (t0 + width >= len || (t0 + width) % piece_slots == 0) {
+          f.host_flush(lanes, i);
+        }
+      }
+    }
+    for (; t0 < len; t0 += width) {
       const index_t n = std::min(width, len - t0);
-      if (n == width) {
-        f.host_load_full(chunk, i, t0);
-      } else {
-        for (index_t k = 0; k < width; ++k) {
-          if (k < n) {
-            f.host_load(chunk, k, i, t0 + k);
-          } else {
-            f.host_load_padding(chunk, k);
-          }
+      for (index_t k = 0; k < width; ++k) {
+        if (k < n) {
+          f.host_load(chunk, k, i, t0 + k);
+        } else {
+          f.host_load_padding(chunk, k);
         }
       }
       f.template host_compute<Variant>(chunk, lanes);
-      if (n == width) {
-        f.host_store_full(chunk, i, t0);
-      } else {
-        for (index_t k = 0; k < n; ++k) {
-          f.host_store(chunk, k, i, t0 + k);
-        }
+      for (index_t k = 0; k < n; ++k) {
+        f.host_store(chunk, k, i, t0 + k);
       }
       if (t0 + width >= len || (t0 + width) % piece_slots == 0) {
         f.host_flush(lanes, i);

@@ -180,7 +180,14 @@ RLCORE_DETAIL_FORCE_INLINE auto* contiguous_row(const View& view, index_t i, ind
   }
 }
 
-/// The local arrays of one host chunk of the token pass (inputs gathered, gradients to scatter).
+/// The pointer type contiguous_row returns for a view type.
+template <class View>
+using contiguous_row_pointer =
+    decltype(contiguous_row(std::declval<const View&>(), index_t{0}, index_t{0}));
+
+/// The local arrays of one host chunk of the token pass whose slots are read token by token (the
+/// last, partial chunk of a row; a row that is not contiguous): inputs gathered in T, outputs to
+/// scatter.
 template <class T>
 struct policy_token_chunk {
   static constexpr index_t width = 32;
@@ -190,43 +197,36 @@ struct policy_token_chunk {
   T lp[width], old[width], advantage[width], ref[width], entropy[width]; ///< gathered inputs
   T grad[width], grad_entropy[width];                                    ///< outputs to scatter
   T weight = T(0); ///< the row's aggregation weight
-  // Where the per-slot body reads its inputs and writes its outputs: the arrays above, or, for a
-  // full chunk of a row that is contiguous with elements of type T, the views' own memory.
-  const T* lp_in = lp;
-  const T* old_in = old;
-  const T* advantage_in = advantage;
-  const T* ref_in = ref;
-  const T* entropy_in = entropy;
-  T* grad_out = grad;
-  T* grad_entropy_out = grad_entropy;
-
-  /// Points every input and output at the local arrays.
-  void use_local_arrays() {
-    lp_in = lp;
-    old_in = old;
-    advantage_in = advantage;
-    ref_in = ref;
-    entropy_in = entropy;
-    grad_out = grad;
-    grad_entropy_out = grad_entropy;
-  }
 };
 
-/// Points `in` at the contiguous source `source` when its elements are of type T, else copies the
-/// `width` elements into `local` (converting to T) and points `in` at it.
-template <class T, index_t Width, class Source>
-RLCORE_DETAIL_FORCE_INLINE void gather_row_input(const T*& in, T (&local)[Width],
-                                                 const Source* source) {
-  if constexpr (std::is_same_v<std::remove_cv_t<Source>, T>) {
-    in = source;
-  } else {
-    for (index_t k = 0; k < Width; ++k) {
-      local[k] = T(source[k]);
-    }
-    in = local;
-  }
-}
+/// The option values the host chunked body reads, held by value next to the row's pointers (so
+/// that they stay in registers: the gradient stores through pointers could alias the functor).
+template <class T>
+struct policy_host_constants {
+  T clamp, eps_low, eps_high, dual_clip, delta_clip;
+  T kl_beta, kl_output_min, kl_output_max;
+  T entropy_coef, entropy_threshold;
+  kl_estimator kl;
+  bool kl_output_clamp, entropy_mask;
+};
 
+/// A host chunk's slots as pointers: a row read and written in place (pointers at its token 0,
+/// element types as the views'; mask null when the layout has none), or a policy_token_chunk's
+/// arrays. Slot s of the chunk starting at t0 is element t0 + s.
+template <class T, class Valid, class LP, class Old, class Adv, class Ref, class Ent, class Grad,
+          class GradEntropy>
+struct policy_host_slots {
+  Valid valid; ///< != 0 for a valid slot
+  LP lp;
+  Old old;
+  Adv advantage;
+  Ref ref;
+  Ent entropy;
+  Grad grad;
+  GradEntropy grad_entropy;
+  T weight; ///< the row's aggregation weight
+  policy_host_constants<T> constants;
+};
 /// The host chunked path's metric sums: one lane per chunk slot (summed in slot order at the
 /// end). Per token, the unweighted terms go to `piece` sums in T over a piece of a row (at most
 /// policy_token_chunk::pieces chunks); host_flush adds each piece, times the row's weight, to the
@@ -383,27 +383,46 @@ struct policy_token_pass {
     return s;
   }
 
-  /// The KL estimate of one token (output clamp applied when `output_clamp`); ratio and gate as
-  /// math::kl_estimate_of_ratio.
+  /// The KL estimate of one token with the call's options; see the static overload.
   RLCORE_DETAIL_FORCE_INLINE RLCORE_HD math::value_and_gradient<T>
   kl_term(kl_estimator estimator, bool output_clamp, T lp_minus_ref, T ratio, T ratio_gate) const {
+    return kl_term(estimator, output_clamp, p.kl_output_min, p.kl_output_max, p.clamp, lp_minus_ref,
+                   ratio, ratio_gate);
+  }
+
+  /// The KL estimate of one token, output clamp to [output_min, output_max] applied when
+  /// `output_clamp`; log-ratio clamp `clamp`, ratio and gate as math::kl_estimate_of_ratio.
+  RLCORE_DETAIL_FORCE_INLINE RLCORE_HD static math::value_and_gradient<T>
+  kl_term(kl_estimator estimator, bool output_clamp, T output_min, T output_max, T clamp,
+          T lp_minus_ref, T ratio, T ratio_gate) {
     math::value_and_gradient<T> kl =
-        math::kl_estimate_of_ratio(estimator, lp_minus_ref, ratio, ratio_gate, p.clamp);
-    math::value_and_gradient<T> clamped =
-        math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
+        math::kl_estimate_of_ratio(estimator, lp_minus_ref, ratio, ratio_gate, clamp);
+    math::value_and_gradient<T> clamped = math::clamp_kl_output(kl, output_min, output_max);
     return {math::select(output_clamp, clamped.value, kl.value),
             math::select(output_clamp, clamped.gradient, kl.gradient)};
   }
 
   // Host chunked path (execution_context<host_space>::reduce_tokens): the clipped surrogate
-  // without importance correction, W token slots at a time. load/store move a slot between the
-  // views and the chunk's local arrays; compute is the per-slot body over those arrays only
-  // (selects, no branches, no calls), so the host loop over a chunk vectorises; the metric sums
-  // go to W double lanes summed in a fixed order by finish. Same formulas as operator().
+  // without importance correction, W token slots of a row at a time. A row whose views are all
+  // contiguous along it is read and written in place, pointers and option values resolved once
+  // per row (host_row_begin, host_compute_row); other chunks (the last, partial chunk of a row; a
+  // row that is not contiguous) go through the local arrays of host_chunk (host_load, host_compute,
+  // host_store). Both run the same per-slot body (host_compute_slot: selects, no branches, no
+  // calls) in a loop the compiler vectorises; the metric sums go to W lanes (slot k to lane k)
+  // summed in a fixed order by host_finish. Same formulas as operator().
   static constexpr bool has_ref = is_present<decltype(std::declval<Views>().ref_log_probs)>;
   static constexpr bool has_entropy = is_present<decltype(std::declval<Views>().entropy)>;
   using host_chunk = policy_token_chunk<T>;
   using host_lanes = policy_token_lanes<T, host_chunk::width, has_ref, has_entropy>;
+  /// The in-place slots of a contiguous row.
+  using host_row = policy_host_slots<
+      T, decltype(contiguous_mask_row(std::declval<const Layout&>(), index_t{0}, index_t{0})),
+      contiguous_row_pointer<decltype(Views::log_probs)>,
+      contiguous_row_pointer<decltype(Views::old_log_probs)>,
+      contiguous_row_pointer<decltype(Views::advantages)>,
+      contiguous_row_pointer<decltype(Views::ref_log_probs)>,
+      contiguous_row_pointer<decltype(Views::entropy)>, contiguous_row_pointer<Grad>,
+      contiguous_row_pointer<GradEntropy>>;
 
   /// Kernel variants of the chunked form: 0 general; 1 the GRPO / PPO defaults (KL estimator k3
   /// without output clamp, no dual clip, no delta clip) with those options as constants, so that
@@ -422,8 +441,47 @@ struct policy_token_pass {
            && layout.token_slots() <= max_slots;
   }
 
+  [[nodiscard]] policy_host_constants<T> host_constants() const {
+    return {p.clamp,   p.eps_low,         p.eps_high,      p.dual_clip,    p.delta_clip,
+            p.kl_beta, p.kl_output_min,   p.kl_output_max, p.entropy_coef, p.entropy_threshold,
+            p.kl,      p.kl_output_clamp, p.entropy_mask};
+  }
+
+  [[nodiscard]] T host_row_weight(index_t i) const {
+    return T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0));
+  }
+
+  /// Whether every view of row i (mask included) is contiguous along the row; if so, r holds the
+  /// row's pointers, weight and the option values for host_compute_row.
+  [[nodiscard]] bool host_row_begin(host_row& r, index_t i) const {
+    r.valid = contiguous_mask_row(layout, i, 0);
+    r.lp = contiguous_row(v.log_probs, i, 0);
+    r.old = contiguous_row(v.old_log_probs, i, 0);
+    r.advantage = contiguous_row(v.advantages, i, 0);
+    r.ref = contiguous_row(v.ref_log_probs, i, 0);
+    r.entropy = contiguous_row(v.entropy, i, 0);
+    r.grad = contiguous_row(grad_log_probs, i, 0);
+    r.grad_entropy = contiguous_row(grad_entropy, i, 0);
+    r.weight = host_row_weight(i);
+    r.constants = host_constants();
+    return r.lp != nullptr && r.old != nullptr && r.advantage != nullptr
+           && (!has_ref || r.ref != nullptr) && (!has_entropy || r.entropy != nullptr)
+           && (r.valid != nullptr || !layout_has_mask(layout)) && r.grad != nullptr
+           && (!is_present<GradEntropy> || r.grad_entropy != nullptr);
+  }
+
+  /// The chunk of row r's slots t0 .. t0 + width - 1, in place (Variant as host_variant()).
+  template <int Variant>
+  RLCORE_DETAIL_FORCE_INLINE void host_compute_row(const host_row& r, index_t t0,
+                                                   host_lanes& l) const {
+    if (r.valid != nullptr) {
+      host_compute_slots<Variant, true>(r, t0, l);
+    } else {
+      host_compute_slots<Variant, false>(r, t0, l);
+    }
+  }
+
   RLCORE_DETAIL_FORCE_INLINE void host_load(host_chunk& c, index_t k, index_t i, index_t t) const {
-    c.use_local_arrays();
     c.valid[k] = layout.valid(i, t) ? T(1) : T(0);
     c.lp[k] = T(v.log_probs(i, t));
     c.old[k] = T(v.old_log_probs(i, t));
@@ -434,153 +492,111 @@ struct policy_token_pass {
     if constexpr (has_entropy) {
       c.entropy[k] = T(v.entropy(i, t));
     }
-    c.weight = T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0));
-  }
-
-  /// host_load of the `width` slots t0 .. t0 + width - 1 of row i. When every view is contiguous
-  /// along the row, the inputs (and outputs) of element type T are used in place and the others
-  /// copied in one loop each; else token by token.
-  RLCORE_DETAIL_FORCE_INLINE void host_load_full(host_chunk& c, index_t i, index_t t0) const {
-    constexpr index_t width = host_chunk::width;
-    const auto* lp = contiguous_row(v.log_probs, i, t0);
-    const auto* old = contiguous_row(v.old_log_probs, i, t0);
-    const auto* advantage = contiguous_row(v.advantages, i, t0);
-    const auto* ref = contiguous_row(v.ref_log_probs, i, t0);
-    const auto* entropy = contiguous_row(v.entropy, i, t0);
-    const auto* mask = contiguous_mask_row(layout, i, t0);
-    auto* grad = contiguous_row(grad_log_probs, i, t0);
-    auto* grad_h = contiguous_row(grad_entropy, i, t0);
-    const bool contiguous = lp != nullptr && old != nullptr && advantage != nullptr
-                            && (!has_ref || ref != nullptr) && (!has_entropy || entropy != nullptr)
-                            && (mask != nullptr || !layout_has_mask(layout)) && grad != nullptr
-                            && (!is_present<GradEntropy> || grad_h != nullptr);
-    if (!contiguous) {
-      for (index_t k = 0; k < width; ++k) {
-        host_load(c, k, i, t0 + k);
-      }
-      return;
-    }
-    c.weight = T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0));
-    gather_row_input(c.lp_in, c.lp, lp);
-    gather_row_input(c.old_in, c.old, old);
-    gather_row_input(c.advantage_in, c.advantage, advantage);
-    if constexpr (has_ref) {
-      gather_row_input(c.ref_in, c.ref, ref);
-    }
-    if constexpr (has_entropy) {
-      gather_row_input(c.entropy_in, c.entropy, entropy);
-    }
-    if constexpr (std::is_same_v<std::remove_cvref_t<decltype(*grad)>, T>) {
-      c.grad_out = grad;
-    } else {
-      c.grad_out = c.grad;
-    }
-    if constexpr (is_present<GradEntropy>) {
-      if constexpr (std::is_same_v<std::remove_cvref_t<decltype(*grad_h)>, T>) {
-        c.grad_entropy_out = grad_h;
-      } else {
-        c.grad_entropy_out = c.grad_entropy;
-      }
-    }
-    if (mask != nullptr) {
-      using mask_type = std::remove_cvref_t<decltype(*mask)>;
-      for (index_t k = 0; k < width; ++k) {
-        c.valid[k] = mask[k] != mask_type(0) ? T(1) : T(0);
-      }
-    } else {
-      for (index_t k = 0; k < width; ++k) {
-        c.valid[k] = T(1);
-      }
-    }
-  }
-
-  /// host_store of the `width` slots t0 .. t0 + width - 1 of row i: nothing for outputs written
-  /// in place, else one copy loop when the outputs are contiguous along the row, else slot by
-  /// slot.
-  RLCORE_DETAIL_FORCE_INLINE void host_store_full(const host_chunk& c, index_t i,
-                                                  index_t t0) const {
-    constexpr index_t width = host_chunk::width;
-    const bool grad_in_place = c.grad_out != c.grad;
-    const bool grad_entropy_in_place =
-        !is_present<GradEntropy> || c.grad_entropy_out != c.grad_entropy;
-    if (grad_in_place && grad_entropy_in_place) {
-      return;
-    }
-    auto* grad = contiguous_row(grad_log_probs, i, t0);
-    auto* grad_h = contiguous_row(grad_entropy, i, t0);
-    if (grad == nullptr || (is_present<GradEntropy> && grad_h == nullptr)) {
-      for (index_t k = 0; k < width; ++k) {
-        host_store(c, k, i, t0 + k);
-      }
-      return;
-    }
-    if (!grad_in_place) {
-      using grad_type = std::remove_cvref_t<decltype(*grad)>;
-      for (index_t k = 0; k < width; ++k) {
-        grad[k] = grad_type(c.grad[k]);
-      }
-    }
-    if constexpr (is_present<GradEntropy>) {
-      if (!grad_entropy_in_place) {
-        using grad_entropy_type = std::remove_cvref_t<decltype(*grad_h)>;
-        for (index_t k = 0; k < width; ++k) {
-          grad_h[k] = grad_entropy_type(c.grad_entropy[k]);
-        }
-      }
-    }
+    c.weight = host_row_weight(i);
   }
 
   RLCORE_DETAIL_FORCE_INLINE void host_load_padding(host_chunk& c, index_t k) const {
-    c.use_local_arrays();
     c.valid[k] = T(0);
     c.lp[k] = c.old[k] = c.advantage[k] = c.ref[k] = c.entropy[k] = T(0);
   }
 
-  /// The per-slot body of the chunked form over the `width` slots of chunk c (Variant as
-  /// host_variant()): a loop the compiler vectorises.
+  /// The per-slot body over the local arrays of chunk c (Variant as host_variant()).
   template <int Variant>
   RLCORE_DETAIL_FORCE_INLINE void host_compute(host_chunk& c, host_lanes& l) const {
-    const T* lp_in = c.lp_in;
-    const T* old_in = c.old_in;
-    const T* advantage_in = c.advantage_in;
-    const T* ref_in = c.ref_in;
-    const T* entropy_in = c.entropy_in;
-    T* grad_out = c.grad_out;
-    T* grad_entropy_out = c.grad_entropy_out;
-    const T weight = c.weight;
+    const policy_host_slots<T, const T*, const T*, const T*, const T*, const T*, const T*, T*, T*>
+        slots{c.valid,   c.lp,   c.old,          c.advantage, c.ref,
+              c.entropy, c.grad, c.grad_entropy, c.weight,    host_constants()};
+    host_compute_slots<Variant, true>(slots, 0, l);
+  }
+
+  /// The per-slot body over slots t0 .. t0 + width - 1 of `slots`: a loop the compiler
+  /// vectorises (inputs converted to T, outputs to the element types of the pointers).
+  template <int Variant, bool HasValid, class Slots>
+  RLCORE_DETAIL_FORCE_INLINE void host_compute_slots(const Slots& slots, index_t t0,
+                                                     host_lanes& l) const {
+    const policy_host_constants<T> constants = slots.constants;
+    const T weight = slots.weight;
+    const auto* valid = slots.valid;
+    const auto* lp = slots.lp + t0;
+    const auto* old = slots.old + t0;
+    const auto* advantage = slots.advantage + t0;
+    const auto* ref = slots.ref;
+    const auto* entropy = slots.entropy;
+    auto* grad = slots.grad + t0;
+    auto* grad_h = slots.grad_entropy;
+    // the valid flags as T (GCC does not vectorise the body with a narrower mask type in it)
+    T valid_copy[host_chunk::width];
+    const T* valid_t = valid_copy;
+    if constexpr (HasValid) {
+      using valid_type = std::remove_cvref_t<decltype(*valid)>;
+      if constexpr (std::is_same_v<valid_type, T>) {
+        valid_t = valid + t0;
+      } else {
+        for (index_t k = 0; k < host_chunk::width; ++k) {
+          valid_copy[k] = valid[t0 + k] != valid_type(0) ? T(1) : T(0);
+        }
+      }
+    }
+    if constexpr (has_ref) {
+      ref += t0;
+    }
+    if constexpr (has_entropy) {
+      entropy += t0;
+    }
+    if constexpr (is_present<GradEntropy>) {
+      grad_h += t0;
+    }
     RLCORE_DETAIL_POLICY_INDEPENDENT_ITERATIONS
     for (index_t k = 0; k < host_chunk::width; ++k) {
-      host_compute_slot<Variant>(c.valid[k] != T(0), lp_in[k], old_in[k], advantage_in[k],
-                                 ref_in[k], entropy_in[k], weight, grad_out[k], grad_entropy_out[k],
-                                 l, k);
+      bool slot_valid = true;
+      if constexpr (HasValid) {
+        slot_valid = valid_t[k] != T(0);
+      }
+      T ref_k = T(0);
+      T entropy_k = T(0);
+      if constexpr (has_ref) {
+        ref_k = T(ref[k]);
+      }
+      if constexpr (has_entropy) {
+        entropy_k = T(entropy[k]);
+      }
+      T grad_k;
+      T grad_entropy_k;
+      host_compute_slot<Variant>(constants, slot_valid, T(lp[k]), T(old[k]), T(advantage[k]), ref_k,
+                                 entropy_k, weight, grad_k, grad_entropy_k, l, k);
+      grad[k] = std::remove_cvref_t<decltype(*grad)>(grad_k);
+      if constexpr (is_present<GradEntropy>) {
+        grad_h[k] = std::remove_cvref_t<decltype(*grad_h)>(grad_entropy_k);
+      }
     }
   }
 
   /// The per-slot body: slot k's inputs (anything when masked), its outputs and lanes.
   template <int Variant>
   RLCORE_DETAIL_FORCE_INLINE void
-  host_compute_slot(bool valid, T lp_raw, T old_raw, T advantage_raw, T ref_raw, T entropy_raw,
-                    T weight, T& grad_out, T& grad_entropy_out, host_lanes& l, index_t k) const {
+  host_compute_slot(const policy_host_constants<T>& constants, bool valid, T lp_raw, T old_raw,
+                    T advantage_raw, T ref_raw, T entropy_raw, T weight, T& grad_out,
+                    T& grad_entropy_out, host_lanes& l, index_t k) const {
     using math::select;
     constexpr bool grpo_defaults = Variant == 1;
-    const T dual_clip = grpo_defaults ? T(0) : p.dual_clip;
-    const T delta_clip = grpo_defaults ? T(0) : p.delta_clip;
-    const kl_estimator estimator = grpo_defaults ? kl_estimator::k3 : p.kl;
-    const bool kl_output_clamp = grpo_defaults ? false : p.kl_output_clamp;
+    const T dual_clip = grpo_defaults ? T(0) : constants.dual_clip;
+    const T delta_clip = grpo_defaults ? T(0) : constants.delta_clip;
+    const kl_estimator estimator = grpo_defaults ? kl_estimator::k3 : constants.kl;
+    const bool kl_output_clamp = grpo_defaults ? false : constants.kl_output_clamp;
     // A masked slot's inputs are replaced by 0 (they may be inf or NaN), so every term below is
     // finite; its outputs and sums are then selected to exactly 0 (never multiplied by a mask).
     const T lp = select(valid, lp_raw, T(0));
     const T advantage = select(valid, advantage_raw, T(0));
     const T raw_delta = lp - select(valid, old_raw, T(0)); // 0 when masked
-    math::clamped_value<T> delta = math::clamp_log_ratio(raw_delta, p.clamp);
+    math::clamped_value<T> delta = math::clamp_log_ratio(raw_delta, constants.clamp);
     const T ratio = math::exp_vectorizable_bounded(delta.value); // |delta| <= clamp <= 80
     math::surrogate_term<T> term = math::clipped_surrogate_of_ratio(
-        ratio, advantage, p.eps_low, p.eps_high, dual_clip, delta_clip);
+        ratio, advantage, constants.eps_low, constants.eps_high, dual_clip, delta_clip);
     bool kept = true;
     T entropy = T(0);
     if constexpr (has_entropy) {
       entropy = select(valid, entropy_raw, T(0));
-      kept = !p.entropy_mask | (entropy >= p.entropy_threshold);
+      kept = !constants.entropy_mask | (entropy >= constants.entropy_threshold);
     }
     const bool counted = valid & kept;
     T gradient = weight * select(counted, term.gradient * delta.gate, T(0));
@@ -588,13 +604,15 @@ struct policy_token_pass {
     if constexpr (has_ref) {
       const T ref = select(valid, ref_raw, T(0));
       math::value_and_gradient<T> kl =
-          kl_term(estimator, kl_output_clamp, lp - ref, ratio, delta.gate);
-      gradient += weight * p.kl_beta * kl.gradient;
+          kl_term(estimator, kl_output_clamp, constants.kl_output_min, constants.kl_output_max,
+                  constants.clamp, lp - ref, ratio, delta.gate);
+      gradient += weight * constants.kl_beta * kl.gradient;
       l.piece_kl[k] += select(valid, kl.value, T(0));
     }
     grad_out = select(valid, gradient, T(0));
+    grad_entropy_out = T(0);
     if constexpr (has_entropy) {
-      grad_entropy_out = select(valid, -weight * p.entropy_coef, T(0));
+      grad_entropy_out = select(valid, -weight * constants.entropy_coef, T(0));
       l.piece_entropy[k] += entropy;
       l.entropy_kept[k] += counted ? 1 : 0;
     }
@@ -610,7 +628,7 @@ struct policy_token_pass {
   /// Adds the piece sums of row i to the double lanes (the weighted losses times the row's
   /// weight, as the token pass weighs them) and clears them.
   RLCORE_DETAIL_FORCE_INLINE void host_flush(host_lanes& l, index_t i) const {
-    const auto weight = double(T(p.weights.row_weight(rows != nullptr ? rows[i].valid : 0.0)));
+    const auto weight = double(host_row_weight(i));
     for (index_t k = 0; k < host_chunk::width; ++k) {
       l.policy_loss[k] += weight * double(l.piece_policy[k]);
       l.neg_delta[k] += double(l.piece_neg_delta[k]);
