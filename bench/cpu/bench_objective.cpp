@@ -4,11 +4,16 @@
 // as many bytes as the algorithm moves (read + write) / 2, i.e. the same traffic. Each benchmark
 // reports `vs_floor` = its time per call / the floor's time (1.0 = at the bandwidth floor).
 //
-// The fused loss runs with host_context{.threads = 1} and {.threads = 2} (second argument); its
-// floor is the copy with the same number of threads (the bytes split into contiguous slices, one
-// thread each, started per copy as the loss starts its threads per call). `isa` reports the
-// instruction set the host kernels ran with (0 baseline, 1 AVX2, 2 AVX-512); BM_fused_grpo_loss_
-// baseline_isa caps it at the baseline to show what the runtime dispatch brings.
+// The fused loss runs with host_context{.threads = n} for n = 1, 2, 4, 8, 16 and 0 (= one per
+// hardware thread; second argument); its floor is the copy with the same number of threads (the
+// bytes split into contiguous slices, one thread each, started per copy as the loss starts its
+// threads per call; 0 = std::thread::hardware_concurrency()), best of 10, measured right before.
+// `threads` reports the threads the loss could use (the requested count, capped by its number of
+// row blocks), `isa` the instruction set the host kernels ran with (0 baseline, 1 AVX2,
+// 2 AVX-512); BM_fused_grpo_loss_baseline_isa caps it at the baseline to show what the runtime
+// dispatch brings. The 1e6 / 1e7 rows with every thread count, a minute at most:
+//   bench_cpu_objective --benchmark_filter='BM_fused_grpo_loss/(1000000|10000000)/'
+// (the batches are built once per size).
 //
 //   fused GRPO loss   reads lp, old, ref, A (4 x 4 B) + mask (1 B), writes d loss / d lp (4 B)
 //   GAE               reads rewards, values (2 x 4 B) + mask, writes advantages, returns (2 x 4 B)
@@ -25,7 +30,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -71,6 +79,22 @@ struct batch {
   }
 };
 
+// The batch of `tokens` tokens, built once per size and kept (~37 B per token).
+batch& cached_batch(rlcore::index_t tokens) {
+  static std::map<rlcore::index_t, std::unique_ptr<batch>> cache;
+  std::unique_ptr<batch>& b = cache[tokens];
+  if (!b) {
+    b = std::make_unique<batch>(tokens);
+  }
+  return *b;
+}
+
+// The thread count a host_context{.threads = threads} stands for (0 = one per hardware thread).
+int resolved_threads(int threads) {
+  return threads == 0 ? std::max(1, static_cast<int>(std::thread::hardware_concurrency()))
+                      : threads;
+}
+
 // Copies src to dst with `threads` threads (contiguous slices; the calling thread copies one).
 void parallel_copy(const std::vector<char>& src, std::vector<char>& dst, int threads) {
   const std::size_t bytes = src.size();
@@ -89,12 +113,12 @@ void parallel_copy(const std::vector<char>& src, std::vector<char>& dst, int thr
   }
 }
 
-// Best-of-5 time of a copy of `bytes` bytes with `threads` threads (the bandwidth floor of a pass
-// moving 2 * bytes).
+// Best-of-10 time of a copy of `bytes` bytes with `threads` threads (the bandwidth floor of a
+// pass moving 2 * bytes).
 double floor_seconds(std::size_t bytes, int threads) {
   std::vector<char> src(bytes, 1), dst(bytes, 0);
   double best = 1e30;
-  for (int r = 0; r < 5; ++r) {
+  for (int r = 0; r < 10; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     parallel_copy(src, dst, threads);
     benchmark::DoNotOptimize(dst.data());
@@ -124,6 +148,7 @@ void run(benchmark::State& state, rlcore::index_t tokens, std::size_t bytes_move
   state.counters["GB/s"] = double(bytes_moved) / per_call / 1e9;
   state.counters["ns_per_token"] = per_call / double(tokens) * 1e9;
   state.counters["floor_ns_per_token"] = floor / double(tokens) * 1e9;
+  state.counters["threads"] = threads;
 }
 
 // The fused GRPO loss with `threads` threads (state.range(1)) and instruction sets up to `isa`.
@@ -132,8 +157,18 @@ void fused_grpo_loss(benchmark::State& state, rlcore::host_isa isa) {
   rlcore::host_context ctx;
   ctx.threads = static_cast<int>(state.range(1));
   ctx.max_isa = isa;
-  batch b(tokens);
+  batch& b = cached_batch(tokens);
   auto layout = rlcore::padded(b.view(b.mask));
+  // the loss splits its rows into blocks of at least host_context::chunked_block_slots token
+  // slots (the last block: what remains), one thread per block at most
+  int blocks = 0;
+  for (rlcore::index_t i = 0, slots = 0; i < b.rows; ++i) {
+    slots += cols;
+    if (slots >= rlcore::host_context::chunked_block_slots || i + 1 == b.rows) {
+      ++blocks;
+      slots = 0;
+    }
+  }
   const std::size_t bytes = static_cast<std::size_t>(tokens) * (4 * 4 + 1 + 4);
   run(
       state, tokens, bytes,
@@ -142,7 +177,8 @@ void fused_grpo_loss(benchmark::State& state, rlcore::host_isa isa) {
                                               b.view(b.adv), b.view(b.grad), {}, ctx);
         benchmark::DoNotOptimize(r.loss);
       },
-      ctx.threads);
+      resolved_threads(ctx.threads));
+  state.counters["threads"] = std::min(resolved_threads(ctx.threads), blocks);
   state.counters["isa"] =
       std::min(static_cast<double>(isa), static_cast<double>(rlcore::supported_host_isa()));
 }
@@ -157,7 +193,7 @@ void BM_fused_grpo_loss_baseline_isa(benchmark::State& state) {
 
 void BM_gae_advantages(benchmark::State& state) {
   const auto tokens = static_cast<rlcore::index_t>(state.range(0));
-  batch b(tokens);
+  batch& b = cached_batch(tokens);
   auto layout = rlcore::padded(b.view(b.mask));
   const std::size_t bytes = static_cast<std::size_t>(tokens) * (2 * 4 + 1 + 2 * 4 + 2 * 8);
   run(state, tokens, bytes, [&] {
@@ -168,7 +204,7 @@ void BM_gae_advantages(benchmark::State& state) {
 
 void BM_grpo_advantages(benchmark::State& state) {
   const auto tokens = static_cast<rlcore::index_t>(state.range(0));
-  batch b(tokens);
+  batch& b = cached_batch(tokens);
   auto layout = rlcore::padded(b.view(b.mask));
   const std::size_t bytes = static_cast<std::size_t>(tokens) * (1 + 4);
   run(state, tokens, bytes, [&] {
@@ -179,10 +215,10 @@ void BM_grpo_advantages(benchmark::State& state) {
 }
 
 // The floor itself, for reference: a copy of the fused GRPO loss's traffic / 2 with
-// state.range(1) threads.
+// state.range(1) threads (0 = one per hardware thread).
 void BM_copy_floor_grpo_bytes(benchmark::State& state) {
   const auto tokens = static_cast<std::size_t>(state.range(0));
-  const auto threads = static_cast<int>(state.range(1));
+  const int threads = resolved_threads(static_cast<int>(state.range(1)));
   const std::size_t bytes = tokens * (4 * 4 + 1 + 4) / 2;
   std::vector<char> src(bytes, 1), dst(bytes, 0);
   for (auto _ : state) {
@@ -198,10 +234,10 @@ void BM_copy_floor_grpo_bytes(benchmark::State& state) {
 } // namespace
 
 BENCHMARK(BM_copy_floor_grpo_bytes)
-    ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1, 2}})
+    ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1, 2, 4, 8, 16, 0}})
     ->UseRealTime();
 BENCHMARK(BM_fused_grpo_loss)
-    ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1, 2}})
+    ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1, 2, 4, 8, 16, 0}})
     ->UseRealTime();
 BENCHMARK(BM_fused_grpo_loss_baseline_isa)
     ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1}})
@@ -222,6 +258,8 @@ int main(int argc, char** argv) {
   const char* isa_names[] = {"baseline", "avx2", "avx512"};
   benchmark::AddCustomContext("rlcore_host_isa",
                               isa_names[static_cast<int>(rlcore::supported_host_isa())]);
+  benchmark::AddCustomContext("hardware_threads",
+                              std::to_string(std::thread::hardware_concurrency()));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
