@@ -192,7 +192,7 @@ template <class T>
 struct policy_token_chunk {
   static constexpr index_t width = 32;
   /// Chunks of a row per piece of the T-precision metric sums (see policy_token_lanes).
-  static constexpr index_t pieces = 8;
+  static constexpr index_t pieces = 32;
   T valid[width];                                                        ///< 1 or 0
   T lp[width], old[width], advantage[width], ref[width], entropy[width]; ///< gathered inputs
   T grad[width], grad_entropy[width];                                    ///< outputs to scatter
@@ -227,15 +227,19 @@ struct policy_host_slots {
   T weight; ///< the row's aggregation weight
   policy_host_constants<T> constants;
 };
+
 /// The host chunked path's metric sums: one lane per chunk slot (summed in slot order at the
 /// end). Per token, the unweighted terms go to `piece` sums in T over a piece of a row (at most
-/// policy_token_chunk::pieces chunks); host_flush adds each piece, times the row's weight, to the
-/// double lanes. Token counts in 32-bit integers (the path is only taken when a lane cannot
-/// overflow). The entropy and KL lanes exist only when those inputs are given.
+/// policy_token_chunk::pieces chunks), and the four token counts (valid, clipped low, clipped high,
+/// dual clipped) to one 32-bit word of four 8-bit fields (piece_count_unit); host_flush adds each
+/// piece, the loss terms times the row's weight, to the double lanes and the counts to 32-bit
+/// lanes (the path is only taken when a lane cannot overflow). The entropy and KL lanes exist
+/// only when those inputs are given.
 template <class T, index_t W, bool HasRef, bool HasEntropy>
 struct policy_token_lanes {
   T piece_policy[W], piece_neg_delta[W], piece_advantage[W], piece_advantage_sq[W];
   T piece_kl[HasRef ? W : 1], piece_entropy[HasEntropy ? W : 1];
+  std::uint32_t piece_counts[W]; ///< per field (8 bits): tokens of the piece counted
   double policy_loss[W];
   double neg_delta[W], advantage[W], advantage_sq[W];
   double kl_value[HasRef ? W : 1], kl_loss[HasRef ? W : 1];
@@ -616,20 +620,33 @@ struct policy_token_pass {
       l.piece_entropy[k] += entropy;
       l.entropy_kept[k] += counted ? 1 : 0;
     }
-    l.valid[k] += valid ? 1 : 0;
-    l.clipped_low[k] += (valid & term.clipped_low) ? 1 : 0;
-    l.clipped_high[k] += (valid & term.clipped_high) ? 1 : 0;
-    l.dual_clipped[k] += (valid & term.dual_clipped) ? 1 : 0;
+    l.piece_counts[k] += (valid ? piece_count_unit(0) : 0U)
+                         + ((valid & term.clipped_low) ? piece_count_unit(1) : 0U)
+                         + ((valid & term.clipped_high) ? piece_count_unit(2) : 0U)
+                         + ((valid & term.dual_clipped) ? piece_count_unit(3) : 0U);
     l.piece_neg_delta[k] -= raw_delta;
     l.piece_advantage[k] += advantage;
     l.piece_advantage_sq[k] += advantage * advantage;
   }
 
-  /// Adds the piece sums of row i to the double lanes (the weighted losses times the row's
-  /// weight, as the token pass weighs them) and clears them.
+  /// One token in field f of a piece count word: fields of 8 bits, each counting at most
+  /// host_chunk::pieces tokens per piece.
+  static constexpr std::uint32_t piece_count_unit(int field) {
+    return std::uint32_t(1) << (8 * field);
+  }
+  static_assert(host_chunk::pieces <= 255, "a piece count field holds at most 255 tokens");
+
+  /// Adds the piece sums of row i to the lanes (the weighted losses times the row's weight, as
+  /// the token pass weighs them) and clears them.
   RLCORE_DETAIL_FORCE_INLINE void host_flush(host_lanes& l, index_t i) const {
     const auto weight = double(host_row_weight(i));
     for (index_t k = 0; k < host_chunk::width; ++k) {
+      const std::uint32_t counts = l.piece_counts[k];
+      l.valid[k] += std::int32_t(counts & 0xFFU);
+      l.clipped_low[k] += std::int32_t((counts >> 8) & 0xFFU);
+      l.clipped_high[k] += std::int32_t((counts >> 16) & 0xFFU);
+      l.dual_clipped[k] += std::int32_t(counts >> 24);
+      l.piece_counts[k] = 0;
       l.policy_loss[k] += weight * double(l.piece_policy[k]);
       l.neg_delta[k] += double(l.piece_neg_delta[k]);
       l.advantage[k] += double(l.piece_advantage[k]);
