@@ -191,6 +191,40 @@ void BM_fused_grpo_loss_baseline_isa(benchmark::State& state) {
   fused_grpo_loss(state, rlcore::host_isa::baseline);
 }
 
+// The fused loss of another policy form, 0.04 * k3, seq-mean-token-mean, one thread: CISPO and
+// REINFORCE take the chunked path as the clipped surrogate does; SAPO runs token by token.
+void fused_policy_loss(benchmark::State& state, rlcore::policy_loss form) {
+  const auto tokens = static_cast<rlcore::index_t>(state.range(0));
+  const rlcore::host_context ctx;
+  batch& b = cached_batch(tokens);
+  auto layout = rlcore::padded(b.view(b.mask));
+  rlcore::policy_options options;
+  options.loss = form;
+  options.kl_beta = 0.04;
+  options.aggregation.mode = rlcore::aggregation::seq_mean_token_mean;
+  const std::size_t bytes = static_cast<std::size_t>(tokens) * (4 * 4 + 1 + 4);
+  const auto lp = b.view(b.lp), old = b.view(b.old), adv = b.view(b.adv), ref = b.view(b.ref);
+  const rlcore::policy_inputs<decltype(lp), decltype(old), decltype(adv), decltype(ref)> inputs{
+      lp, old, adv, ref};
+  run(state, tokens, bytes, [&] {
+    const auto r =
+        rlcore::policy_objective(layout, inputs, b.view(b.grad), rlcore::none, options, ctx);
+    benchmark::DoNotOptimize(r.loss);
+  });
+}
+
+void BM_fused_cispo_loss(benchmark::State& state) {
+  fused_policy_loss(state, rlcore::policy_loss::cispo);
+}
+
+void BM_fused_reinforce_loss(benchmark::State& state) {
+  fused_policy_loss(state, rlcore::policy_loss::reinforce);
+}
+
+void BM_fused_sapo_loss(benchmark::State& state) {
+  fused_policy_loss(state, rlcore::policy_loss::sapo);
+}
+
 void BM_gae_advantages(benchmark::State& state) {
   const auto tokens = static_cast<rlcore::index_t>(state.range(0));
   batch& b = cached_batch(tokens);
@@ -242,6 +276,9 @@ BENCHMARK(BM_fused_grpo_loss)
 BENCHMARK(BM_fused_grpo_loss_baseline_isa)
     ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1}})
     ->UseRealTime();
+BENCHMARK(BM_fused_cispo_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
+BENCHMARK(BM_fused_reinforce_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
+BENCHMARK(BM_fused_sapo_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
 BENCHMARK(BM_gae_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
 BENCHMARK(BM_grpo_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
 

@@ -309,3 +309,94 @@ TEST_CASE_TEMPLATE("host chunked path: rows read in place and rows gathered toke
     }
   }
 }
+
+namespace {
+
+// A token functor with the host chunked and row forms hidden: reduce_tokens runs it token by
+// token through operator(), as every backend without the chunked form does.
+template <class F>
+struct token_by_token {
+  F f;
+  rlcore::detail::policy_token_sums operator()(index_t i, index_t t) const { return f(i, t); }
+};
+
+} // namespace
+
+TEST_CASE_TEMPLATE("host chunked path: the clipped surrogate with general options, CISPO and "
+                   "REINFORCE give the token-by-token path's gradients, bitwise, and its sums",
+                   T, float, double) {
+  const ragged_batch b = make_ragged_batch(60, 13);
+  const std::vector<T> lp(b.lp.begin(), b.lp.end()), old(b.old.begin(), b.old.end()),
+      ref(b.ref.begin(), b.ref.end()), adv(b.adv.begin(), b.adv.end());
+  const auto layout = rlcore::packed(b.offsets, b.mask);
+  const rlcore::host_context ctx;
+  struct form {
+    const char* name;
+    rlcore::policy_loss loss;
+    double dual_clip;
+    rlcore::kl_estimator kl;
+    bool kl_output_clamp;
+    int variant;
+  };
+  const form forms[] = {
+      {"clipped, dual clip 3, k2 with output clamp", rlcore::policy_loss::clipped, 3.0,
+       rlcore::kl_estimator::k2, true, 0},
+      {"clipped, GRPO defaults", rlcore::policy_loss::clipped, 0.0, rlcore::kl_estimator::k3, false,
+       1},
+      {"CISPO, k3", rlcore::policy_loss::cispo, 0.0, rlcore::kl_estimator::k3, false, 0},
+      {"CISPO, k3_importance", rlcore::policy_loss::cispo, 0.0, rlcore::kl_estimator::k3_importance,
+       false, 0},
+      {"REINFORCE, k1", rlcore::policy_loss::reinforce, 0.0, rlcore::kl_estimator::k1, false, 0},
+  };
+  for (const form& f : forms) {
+    INFO(std::string(f.name));
+    rlcore::policy_options o;
+    o.loss = f.loss;
+    o.dual_clip = f.dual_clip;
+    o.eps_high = 0.28;
+    o.kl = f.kl;
+    o.kl_beta = 0.05;
+    o.kl_output_clamp = f.kl_output_clamp;
+    o.kl_output_min = -0.01;
+    o.kl_output_max = 0.02;
+    rlcore::detail::policy_params<T> p = rlcore::detail::make_policy_params<T>(o);
+    p.weights = rlcore::aggregation_weights{1.0 / 4096, false};
+    p.row_counts_only = true;
+    std::vector<T> grad_chunked(lp.size(), T(-7)), grad_tokens(lp.size(), T(-7));
+    const rlcore::detail::policy_views views{
+        layout.bind("test", "lp", lp),       layout.bind("test", "old", old),
+        layout.bind("test", "adv", adv),     layout.bind("test", "ref", ref),
+        rlcore::detail::absent_token_view{}, rlcore::detail::absent_token_view{}};
+    using pass = rlcore::detail::policy_token_pass<T, decltype(layout), decltype(views),
+                                                   decltype(layout.bind("", "", grad_chunked)),
+                                                   rlcore::detail::absent_token_view>;
+    const pass chunked{layout, views, layout.bind("test", "grad", grad_chunked), {}, p, nullptr};
+    const pass tokens{layout, views, layout.bind("test", "grad", grad_tokens), {}, p, nullptr};
+    REQUIRE(chunked.host_chunk_enabled());
+    CHECK(chunked.host_variant() == f.variant);
+    const auto s_chunked = ctx.reduce_tokens(layout, rlcore::detail::policy_token_sums{}, chunked);
+    const auto s_tokens = ctx.reduce_tokens(layout, rlcore::detail::policy_token_sums{},
+                                            token_by_token<pass>{tokens});
+    for (std::size_t k = 0; k < lp.size(); ++k) {
+      REQUIRE(grad_chunked[k] == grad_tokens[k]);
+    }
+    // sums in another order (k1 and the advantages have both signs: some cancellation)
+    const double tolerance = std::is_same_v<T, float> ? 2e-6 : 1e-11;
+    CHECK(s_chunked.valid == s_tokens.valid);
+    CHECK(s_chunked.clipped_low == s_tokens.clipped_low);
+    CHECK(s_chunked.clipped_high == s_tokens.clipped_high);
+    CHECK(s_chunked.dual_clipped == s_tokens.dual_clipped);
+    CHECK(s_chunked.policy_loss == doctest::Approx(s_tokens.policy_loss).epsilon(tolerance));
+    CHECK(s_chunked.kl_loss == doctest::Approx(s_tokens.kl_loss).epsilon(tolerance));
+    CHECK(s_chunked.kl_value == doctest::Approx(s_tokens.kl_value).epsilon(tolerance));
+    CHECK(s_chunked.neg_delta == doctest::Approx(s_tokens.neg_delta).epsilon(tolerance));
+    CHECK(s_chunked.advantage == doctest::Approx(s_tokens.advantage).epsilon(tolerance));
+    CHECK(s_chunked.advantage_sq == doctest::Approx(s_tokens.advantage_sq).epsilon(tolerance));
+    CHECK(s_chunked.importance_weight == s_tokens.importance_weight);
+    CHECK(s_chunked.entropy_kept == s_tokens.entropy_kept);
+    CHECK(s_tokens.valid > 30000);
+    if (f.loss != rlcore::policy_loss::reinforce) {
+      CHECK(s_tokens.clipped_high > 0); // the clip / truncation is exercised
+    }
+  }
+}

@@ -72,14 +72,22 @@ RLCORE_HD inline surrogate_term<T> sapo_surrogate(T delta, T advantage, T tau_po
           false};
 }
 
-/// CISPO: l = -stopgrad(min(ratio, 1 + eps_high)) * A * lp; d l / d lp = -min(ratio, 1 + eps_high)
-/// * A (never zeroed; the ratio is a constant, so the caller must not apply the clamp gate).
+/// CISPO on ratio = exp(delta) (computed by the caller):
+///   l = -stopgrad(min(ratio, 1 + eps_high)) * A * lp;  d l / d lp = -min(ratio, 1 + eps_high) * A
+/// (never zeroed; the ratio is a constant, so the caller must not apply the clamp gate).
+/// clipped_high reports the truncation. Selects only (a loop over tokens vectorises).
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD surrogate_term<T>
+cispo_surrogate_of_ratio(T ratio, T log_prob, T advantage, T eps_high) {
+  const bool truncated = ratio > T(1) + eps_high;
+  const T weight = select(truncated, T(1) + eps_high, ratio);
+  return {-weight * advantage * log_prob, -weight * advantage, false, truncated, false};
+}
+
+/// CISPO of the (clamped) log-ratio delta: cispo_surrogate_of_ratio(exp(delta), ...); see there.
 template <real T>
 RLCORE_HD inline surrogate_term<T> cispo_surrogate(T delta, T log_prob, T advantage, T eps_high) {
-  const T ratio = exp(delta);
-  const bool truncated = ratio > T(1) + eps_high;
-  const T weight = truncated ? T(1) + eps_high : ratio;
-  return {-weight * advantage * log_prob, -weight * advantage, false, truncated, false};
+  return cispo_surrogate_of_ratio(exp_vectorizable(delta), log_prob, advantage, eps_high);
 }
 
 /// REINFORCE / GPG: l = -A * lp; d l / d lp = -A.

@@ -223,6 +223,7 @@ struct policy_host_constants {
   T clamp, eps_low, eps_high, dual_clip, delta_clip;
   T kl_beta, kl_output_min, kl_output_max;
   T entropy_coef, entropy_threshold;
+  policy_loss loss;
   kl_estimator kl;
   bool kl_output_clamp, entropy_mask;
 };
@@ -423,14 +424,14 @@ struct policy_token_pass {
             math::select(output_clamp, clamped.gradient, kl.gradient)};
   }
 
-  // Host chunked path (execution_context<host_space>::reduce_tokens): the clipped surrogate
-  // without importance correction, W token slots of a row at a time. A row whose views are all
-  // contiguous along it is read and written in place, pointers and option values resolved once
-  // per row (host_row_begin, host_compute_row); other chunks (the last, partial chunk of a row; a
-  // row that is not contiguous) go through the local arrays of host_chunk (host_load, host_compute,
-  // host_store). Both run the same per-slot body (host_compute_slot: selects, no branches, no
-  // calls) in a loop the compiler vectorises; the metric sums go to W lanes (slot k to lane k)
-  // summed in a fixed order by host_finish. Same formulas as operator().
+  // Host chunked path (execution_context<host_space>::reduce_tokens): the clipped surrogate,
+  // CISPO and REINFORCE without importance correction, W token slots of a row at a time. A row
+  // whose views are all contiguous along it is read and written in place, pointers and option
+  // values resolved once per row (host_row_begin, host_compute_row); other chunks (the last,
+  // partial chunk of a row; a row that is not contiguous) go through the local arrays of host_chunk
+  // (host_load, host_compute, host_store). Both run the same per-slot body (host_compute_slot:
+  // selects, no branches, no calls) in a loop the compiler vectorises; the metric sums go to W
+  // lanes (slot k to lane k) summed in a fixed order by host_finish. Same formulas as operator().
   static constexpr bool has_ref = is_present<decltype(std::declval<Views>().ref_log_probs)>;
   static constexpr bool has_entropy = is_present<decltype(std::declval<Views>().entropy)>;
   using host_chunk = policy_token_chunk<T>;
@@ -445,12 +446,14 @@ struct policy_token_pass {
       contiguous_row_pointer<decltype(Views::entropy)>, contiguous_row_pointer<Grad>,
       contiguous_row_pointer<GradEntropy>>;
 
-  /// Kernel variants of the chunked form: 0 general; 1 the GRPO / PPO defaults (KL estimator k3
-  /// without output clamp, no dual clip, no delta clip) with those options as constants, so that
-  /// the selects on them fold away.
+  /// Kernel variants of the chunked form: 0 general (clipped surrogate, CISPO or REINFORCE, any
+  /// KL estimator); 1 the GRPO / PPO defaults (clipped surrogate, KL estimator k3 without output
+  /// clamp, no dual clip, no delta clip) with those options as constants, so that the selects on
+  /// them fold away.
   static constexpr int host_variants = 2;
   [[nodiscard]] int host_variant() const {
-    const bool grpo_defaults = p.dual_clip == T(0) && p.delta_clip == T(0)
+    const bool grpo_defaults = p.loss == policy_loss::clipped && p.dual_clip == T(0)
+                               && p.delta_clip == T(0)
                                && (!has_ref || (p.kl == kl_estimator::k3 && !p.kl_output_clamp));
     return grpo_defaults ? 1 : 0;
   }
@@ -458,14 +461,17 @@ struct policy_token_pass {
   [[nodiscard]] bool host_chunk_enabled() const {
     // a 32-bit count lane sees at most token_slots / width + 1 tokens
     constexpr index_t max_slots = index_t(2147483647) * (host_chunk::width - 1);
-    return p.loss == policy_loss::clipped && p.is_level == importance_level::none
+    const bool chunked_form = p.loss == policy_loss::clipped || p.loss == policy_loss::cispo
+                              || p.loss == policy_loss::reinforce;
+    return chunked_form && p.is_level == importance_level::none
            && layout.token_slots() <= max_slots;
   }
 
   [[nodiscard]] policy_host_constants<T> host_constants() const {
-    return {p.clamp,   p.eps_low,         p.eps_high,      p.dual_clip,    p.delta_clip,
-            p.kl_beta, p.kl_output_min,   p.kl_output_max, p.entropy_coef, p.entropy_threshold,
-            p.kl,      p.kl_output_clamp, p.entropy_mask};
+    return {p.clamp,           p.eps_low,           p.eps_high,      p.dual_clip,
+            p.delta_clip,      p.kl_beta,           p.kl_output_min, p.kl_output_max,
+            p.entropy_coef,    p.entropy_threshold, p.loss,          p.kl,
+            p.kl_output_clamp, p.entropy_mask};
   }
 
   [[nodiscard]] T host_row_weight(index_t i) const {
@@ -635,6 +641,17 @@ struct policy_token_pass {
     const T ratio = math::exp_vectorizable_bounded(delta.value); // |delta| <= clamp <= 80
     math::surrogate_term<T> term = math::clipped_surrogate_of_ratio(
         ratio, advantage, constants.eps_low, constants.eps_high, dual_clip, delta_clip);
+    T policy_gate = delta.gate; // d ratio / d lp / ratio where the surrogate's gradient has it
+    if constexpr (!grpo_defaults) {
+      // CISPO and REINFORCE: all three forms computed, the call's one selected (a uniform choice;
+      // selects, no branch); neither passes its gradient through the clamped ratio
+      const bool cispo = constants.loss == policy_loss::cispo;
+      const bool reinforce = constants.loss == policy_loss::reinforce;
+      term = select_term(
+          cispo, math::cispo_surrogate_of_ratio(ratio, lp, advantage, constants.eps_high), term);
+      term = select_term(reinforce, math::reinforce_surrogate(lp, advantage), term);
+      policy_gate = select(cispo | reinforce, T(1), policy_gate);
+    }
     bool kept = true;
     T entropy = T(0);
     if constexpr (has_entropy) {
@@ -642,7 +659,7 @@ struct policy_token_pass {
       kept = !constants.entropy_mask | (entropy >= constants.entropy_threshold);
     }
     const bool counted = valid & kept;
-    T gradient = weight * select(counted, term.gradient * delta.gate, T(0));
+    T gradient = weight * select(counted, term.gradient * policy_gate, T(0));
     l.piece_policy[k] += select(counted, term.value, T(0)); // times the weight in host_flush
     if constexpr (has_ref) {
       const T ref = select(valid, ref_raw, T(0));
@@ -666,6 +683,16 @@ struct policy_token_pass {
     l.piece_neg_delta[k] -= raw_delta;
     l.piece_advantage[k] += advantage;
     l.piece_advantage_sq[k] += advantage * advantage;
+  }
+
+  /// c ? a : b field by field.
+  RLCORE_DETAIL_FORCE_INLINE static math::surrogate_term<T>
+  select_term(bool c, const math::surrogate_term<T>& a, const math::surrogate_term<T>& b) {
+    const bool clipped_low = (c & a.clipped_low) | (!c & b.clipped_low);
+    const bool clipped_high = (c & a.clipped_high) | (!c & b.clipped_high);
+    const bool dual_clipped = (c & a.dual_clipped) | (!c & b.dual_clipped);
+    return {math::select(c, a.value, b.value), math::select(c, a.gradient, b.gradient), clipped_low,
+            clipped_high, dual_clipped};
   }
 
   /// One token in field f of a piece count word: fields of 8 bits, each counting at most
