@@ -67,7 +67,7 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
   record("  same, d logits written in place over the logits", ms_in_place, 2.0 * read_bytes);
   // The kernel choices of the fused path: cluster sizes (one row per cluster, held in shared
   // memory, one HBM read) and the two-pass kernel (-1: statistics, then the gradient from L2).
-  for (const int cluster : {8, 4, 2, -1}) {
+  for (const int cluster : {8, 6, 5, 4, 3, 2, -1}) {
     const double ms = time_ms(
         [&](int) {
           (void)rlcore::cuda::detail::fused_policy_loss_from_logits(

@@ -254,8 +254,8 @@ struct make_policy_token_pass {
 };
 
 /// Shared memory per CTA that the automatic cluster size aims for: the smallest cluster whose
-/// slices fit. Measured on the H200 for bf16 V = 152,064 (bench_logits.cuh): 4 CTAs of 74 KB
-/// (2 per SM) beat 8 of 37 KB and 2 of 149 KB.
+/// slices fit. Measured on the H200 for bf16 V = 152,064 (bench_logits.cuh, docs/benchmarks.md):
+/// 4 CTAs of 74 KB (2 per SM) beat 2, 3, 5, 6 and 8 CTAs.
 inline constexpr std::size_t cluster_slice_target_bytes = 80 * 1024;
 inline constexpr int max_cluster_size = max_cluster_ranks; ///< the portable maximum, 8
 
@@ -345,7 +345,7 @@ cluster_plan plan_cluster(Kernel* kernel, const matrix_view<const T, device_spac
 }
 
 /// policy_loss_from_logits with the kernel choice exposed (tests, benchmarks): cluster_size 0
-/// chooses, -1 forces the two-pass kernel, 1 / 2 / 4 / 8 forces that cluster size when possible.
+/// chooses, -1 forces the two-pass kernel, 1 to 8 forces that cluster size when possible.
 template <batch_layout Layout, class T, class Ids, class Old, class Adv, class Ref>
 requires std::same_as<typename Layout::space, device_space> objective_result
 fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space> logits,

@@ -412,6 +412,7 @@ __device__ void zero_row(T* out, index_t vocab) {
 /// A per-token view onto one shared-memory scalar: lets the generic per-token objective functor
 /// (policy_token_pass) read the log-prob this block just computed and write its gradient.
 struct shared_scalar_view {
+  static constexpr index_t col_stride = 0; ///< every (i, t) is the one slot
   float* slot;
   __device__ float& operator()(index_t, index_t) const { return *slot; }
 };
