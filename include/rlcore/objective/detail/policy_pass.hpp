@@ -165,18 +165,20 @@ struct policy_row_pass {
 };
 
 /// Pointer to element (i, t0) of a bound per-token view when the row is contiguous from there
-/// (column / flat stride 1), else null; null for an absent view.
+/// (column / flat stride 1), else null; null for an absent view and for a view type with neither
+/// stride (read token by token).
 template <class View>
 RLCORE_DETAIL_FORCE_INLINE auto* contiguous_row(const View& view, index_t i, index_t t0) {
   if constexpr (!is_present<View>) {
     return static_cast<const float*>(nullptr);
-  } else {
+  } else if constexpr (requires { view.flat.stride; }) {
     using pointer = decltype(&view(i, t0));
-    if constexpr (requires { view.flat.stride; }) {
-      return view.flat.stride == 1 ? &view(i, t0) : pointer(nullptr);
-    } else {
-      return view.col_stride == 1 ? &view(i, t0) : pointer(nullptr);
-    }
+    return view.flat.stride == 1 ? &view(i, t0) : pointer(nullptr);
+  } else if constexpr (requires { view.col_stride; }) {
+    using pointer = decltype(&view(i, t0));
+    return view.col_stride == 1 ? &view(i, t0) : pointer(nullptr);
+  } else {
+    return static_cast<const float*>(nullptr);
   }
 }
 
