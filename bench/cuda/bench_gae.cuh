@@ -36,6 +36,26 @@ __global__ void gae_one_thread_per_sequence(const float* rewards, const float* v
 __global__ void empty_kernel() {
 }
 
+/// Bandwidth reference at the GAE's shape and bytes: reads r, V (fp32) and the mask (u8), writes
+/// two fp32 outputs (17 B/token) with 16-byte accesses, 4 tokens per thread, no dependency
+/// between tokens.
+__global__ void gae_bytes_reference(const float4* rewards, const float4* values,
+                                    const unsigned* mask, float4* advantages, float4* returns,
+                                    index_t groups) {
+  const index_t k = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= groups) {
+    return;
+  }
+  const float4 r = __ldcs(rewards + k);
+  const float4 v = __ldcs(values + k);
+  const unsigned m = __ldcs(mask + k);
+  const float4 a = make_float4(
+      (m & 0xFFu) != 0u ? r.x - v.x : 0.0f, (m & 0xFF00u) != 0u ? r.y - v.y : 0.0f,
+      (m & 0xFF0000u) != 0u ? r.z - v.z : 0.0f, (m & 0xFF000000u) != 0u ? r.w - v.w : 0.0f);
+  __stcs(advantages + k, a);
+  __stcs(returns + k, make_float4(a.x + v.x, a.y + v.y, a.z + v.z, a.w + v.w));
+}
+
 // --- GAE, 256 x 8192 tokens: r, V (fp32), mask (u8) in; A, returns (fp32) out: 17 B/token ----
 // 4 input/output sets of 36 MB (rotated: one set fits in L2).
 void bench_gae(rlcore::device_context& ctx, bool quick) {
@@ -79,28 +99,107 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
             thrust::raw_pointer_cast(ret[s].data()), n, t_len, 0.99f, 0.95f);
       },
       quick ? 2 : 5);
-  const auto fused_ms = [&](const rlcore::cuda::detail::gae_launch& launch) {
-    return time_ms(
-        [&](int k) {
-          const int s = k % set_count;
-          auto av = m(a[s]);
-          auto rv = m(ret[s]);
-          rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(m(mk[s])), m(r[s]), m(v[s]), av,
-                                            rv, options, ctx, launch);
-        },
-        quick ? 5 : 50);
+  const auto fused_call = [&](const rlcore::cuda::detail::gae_launch& launch, int k,
+                              cudaStream_t stream) {
+    const int s = k % set_count;
+    auto av = m(a[s]);
+    auto rv = m(ret[s]);
+    const rlcore::device_context c{stream};
+    rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(m(mk[s])), m(r[s]), m(v[s]), av, rv,
+                                      options, c, launch);
   };
-  const double ms_fused = fused_ms({});
-  record("GAE 256 x 8192, fused cuda::gae_advantages (one composite scan)", ms_fused, bytes,
-         "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_fused));
-  record("  fused, 256 threads x 16 tokens per tile", fused_ms({16}), bytes);
+  const auto fused_ms = [&](const rlcore::cuda::detail::gae_launch& launch) {
+    return time_ms([&](int k) { fused_call(launch, k, nullptr); }, quick ? 5 : 50);
+  };
+  // The public entry (default launch shape: 2 CTAs per row here) through the two-phase form.
+  std::size_t temp_bytes = 0;
+  rlcore::cuda::gae_advantages(nullptr, temp_bytes, rlcore::cuda::padded(m(mk[0])), m(r[0]),
+                               m(v[0]), m(a[0]), m(ret[0]), options, ctx);
+  thrust::device_vector<unsigned char> temp(temp_bytes);
+  const double ms_fused = time_ms(
+      [&](int k) {
+        const int s = k % set_count;
+        auto av = m(a[s]);
+        auto rv = m(ret[s]);
+        rlcore::cuda::gae_advantages(thrust::raw_pointer_cast(temp.data()), temp_bytes,
+                                     rlcore::cuda::padded(m(mk[s])), m(r[s]), m(v[s]), av, rv,
+                                     options, ctx);
+      },
+      quick ? 5 : 50);
+  record("GAE 256 x 8192, fused cuda::gae_advantages (default: 2-CTA clusters here)", ms_fused,
+         bytes, "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_fused));
+  // The same calls captured in a CUDA graph (50 calls per graph, rotating the 4 sets): what is
+  // left when the per-launch host and queue overhead is gone.
+  {
+    const int per_graph = 50;
+    cudaStream_t stream{};
+    CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    cudaGraph_t graph{};
+    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (int k = 0; k < per_graph; ++k) {
+      fused_call({}, k, stream);
+    }
+    CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+    cudaGraphExec_t exec{};
+    CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    const double ms_graph =
+        time_ms([&](int) { CHECK_CUDA(cudaGraphLaunch(exec, nullptr)); }, quick ? 2 : 5)
+        / per_graph;
+    record("  fused, default shape, 50 calls in a CUDA graph (per call)", ms_graph, bytes);
+    CHECK_CUDA(cudaGraphExecDestroy(exec));
+    CHECK_CUDA(cudaGraphDestroy(graph));
+    CHECK_CUDA(cudaStreamDestroy(stream));
+  }
+  record("  fused, one block per row (cluster 1)", fused_ms({8, 1 << 16, 1}), bytes);
+  record("  fused, 2-CTA clusters per row", fused_ms({8, 1 << 16, 2}), bytes);
+  record("  fused, 4-CTA clusters per row (1024 CTAs: more than fit at once)",
+         fused_ms({8, 1 << 16, 4}), bytes);
+  record("  fused, 8-CTA clusters per row (4 CTAs of each past the row start)",
+         fused_ms({8, 1 << 16, 8}), bytes);
+  record("  fused, 256 threads x 16 tokens, cluster 1", fused_ms({16, 1 << 16, 1}), bytes);
+  record("  fused, 256 threads x 16 tokens, 2-CTA clusters", fused_ms({16, 1 << 16, 2}), bytes);
+  const index_t groups = tokens / 4;
+  record("  reference: elementwise kernel moving the same 17 B/token (16-byte accesses)",
+         time_ms(
+             [&](int k) {
+               const int s = k % set_count;
+               gae_bytes_reference<<<static_cast<unsigned>((groups + 255) / 256), 256>>>(
+                   reinterpret_cast<const float4*>(thrust::raw_pointer_cast(r[s].data())),
+                   reinterpret_cast<const float4*>(thrust::raw_pointer_cast(v[s].data())),
+                   reinterpret_cast<const unsigned*>(thrust::raw_pointer_cast(mk[s].data())),
+                   reinterpret_cast<float4*>(thrust::raw_pointer_cast(a[s].data())),
+                   reinterpret_cast<float4*>(thrust::raw_pointer_cast(ret[s].data())), groups);
+             },
+             quick ? 5 : 50),
+         bytes);
   record("  GAE generic gae_advantages (2 affine scans)", ms_scan, bytes,
          "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_scan));
   record("  GAE one thread per sequence (reference point)", ms_naive, bytes);
-  // Launch overhead floor: an empty kernel back to back.
+  // Launch overhead floor: an empty kernel back to back, and in a graph.
   const double ms_empty = time_ms([&](int) { empty_kernel<<<1, 32>>>(); }, quick ? 5 : 50);
   std::printf("  (an empty kernel back to back: %.4f ms per launch)\n", ms_empty);
   results.push_back({"empty kernel launch", ms_empty, 0, 0, ""});
+  {
+    const int per_graph = 50;
+    cudaStream_t stream{};
+    CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    cudaGraph_t graph{};
+    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (int k = 0; k < per_graph; ++k) {
+      empty_kernel<<<1, 32, 0, stream>>>();
+    }
+    CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+    cudaGraphExec_t exec{};
+    CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    const double ms_graph =
+        time_ms([&](int) { CHECK_CUDA(cudaGraphLaunch(exec, nullptr)); }, quick ? 2 : 5)
+        / per_graph;
+    std::printf("  (an empty kernel in a CUDA graph: %.4f ms per launch)\n", ms_graph);
+    results.push_back({"empty kernel launch in a CUDA graph", ms_graph, 0, 0, ""});
+    CHECK_CUDA(cudaGraphExecDestroy(exec));
+    CHECK_CUDA(cudaGraphDestroy(graph));
+    CHECK_CUDA(cudaStreamDestroy(stream));
+  }
 }
 
 } // namespace

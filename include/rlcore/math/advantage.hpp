@@ -82,50 +82,81 @@ RLCORE_HD inline affine_step suffix_sum_step(double term) {
   return affine_step{1.0, term};
 }
 
-/// Affine map of the fused GAE scan on the carry pair (v, a) = (value of the next valid token,
-/// advantage of the next valid token), read backwards over a row:
-///   (v, a) -> (keep_value * v + value,  value_gain * v + advantage_gain * a + advantage).
-/// One valid token t maps the carry from t + 1 to the carry from t:
-///   v' = V_t,  a' = A_t = (r_t - V_t) + gamma * v + gamma * lambda * a   (GAE's two recurrences),
-/// a masked token is the identity (both carries pass through). Maps of consecutive tokens compose
-/// (gae_then) into a map of the same form (the linear part stays lower triangular, keep_value in
-/// {0, 1}), so GAE is one associative scan over these maps: no per-token scratch.
+/// GAE's advantage of a valid token t from the carry of the next valid token (next value,
+/// next advantage; both 0 past the row's last valid token):
+///   A_t = (r_t - V_t) + gamma * V_next + gamma * lambda * A_next,   gamma_lambda = gamma * lambda.
 template <class T>
-struct gae_carry_map {
-  T keep_value = 1;     ///< 1 when the segment has no valid token, else 0
-  T value_gain = 0;     ///< d v' / d v
-  T advantage_gain = 1; ///< d a' / d a = (gamma * lambda)^(valid tokens of the segment)
-  T value = 0;          ///< v' of carry (0, 0)
-  T advantage = 0;      ///< a' of carry (0, 0)
+RLCORE_HD constexpr T gae_advantage(T gamma, T gamma_lambda, T reward, T value, T next_value,
+                                    T next_advantage) {
+  return (reward - value) + gamma * next_value + gamma_lambda * next_advantage;
+}
+
+/// The map of a segment of a row on GAE's carry (v, a) = (value, advantage of the next valid
+/// token), read backwards: a segment with `count` >= 1 valid tokens maps a carry (v, a) at its
+/// end to the carry at its first valid token,
+///   (v, a) -> (value,  advantage + (gamma lambda)^(count - 1) * (gamma * v + gamma lambda * a)),
+/// where (value, advantage) is the carry it makes from (0, 0): the V and A of its first valid
+/// token. A segment without valid tokens (count 0, value = advantage = 0: the identity) passes
+/// the carry through. Segment maps compose (gae_then) into segment maps, so GAE is one
+/// associative scan over them, with no per-token scratch.
+template <class T>
+struct gae_segment_map {
+  int count = 0;   ///< valid tokens of the segment (saturated at gae_count_cap)
+  T value = 0;     ///< V of the segment's first valid token (0 when count == 0)
+  T advantage = 0; ///< A of the segment's first valid token from the carry (0, 0)
 };
 
-/// The map of one token: (0, gamma, gamma * lambda, V, r - V) when valid, the identity when masked.
+/// Saturation of gae_segment_map::count: a count is exact while it is below the cap (a segment's
+/// count is read only through gae_then's `earlier`, whose segments are never that long).
+inline constexpr int gae_count_cap = 1 << 30;
+
+/// Extends the map `later` (the tokens after t) by token t: a valid token makes the carry
+/// (V_t, A_t) with A_t = gae_advantage(..., later.value, later.advantage); a masked token leaves
+/// the map as it is.
 template <class T>
-RLCORE_HD constexpr gae_carry_map<T> gae_token_map(bool valid, T gamma, T lambda, T reward,
-                                                   T value) {
-  return valid ? gae_carry_map<T>{T(0), gamma, gamma * lambda, value, reward - value}
-               : gae_carry_map<T>{};
+RLCORE_HD constexpr gae_segment_map<T> gae_fold_token(const gae_segment_map<T>& later, bool valid,
+                                                      T gamma, T gamma_lambda, T reward, T value) {
+  if (!valid) {
+    return later;
+  }
+  const int count = later.count < gae_count_cap ? later.count + 1 : gae_count_cap;
+  return {count, value,
+          gae_advantage(gamma, gamma_lambda, reward, value, later.value, later.advantage)};
 }
 
-/// The map that applies `first`, then `second` (first = the later tokens of a reverse scan): with
-/// f = first, g = second, (g o f) = (g.k f.k, g.q f.k + g.s f.q, g.s f.s, g.k f.v + g.v,
-/// g.q f.v + g.s f.a + g.a). Associative; the identity is gae_carry_map<T>{}.
+/// The map of two adjacent segments: it applies `later` (the later tokens), then `earlier`. With
+/// e = earlier, l = later and e.count >= 1:
+///   (e.count + l.count,  e.value,  e.advantage + power * (gamma * l.value + gamma lambda *
+///   l.advantage)),
+/// power = (gamma lambda)^(e.count - 1), supplied by the caller (gae_powers); e.count == 0 gives
+/// `later`. Associative (up to rounding); the identity is gae_segment_map<T>{}.
 template <class T>
-RLCORE_HD constexpr gae_carry_map<T> gae_then(const gae_carry_map<T>& first,
-                                              const gae_carry_map<T>& second) {
-  return {
-      second.keep_value * first.keep_value,
-      second.value_gain * first.keep_value + second.advantage_gain * first.value_gain,
-      second.advantage_gain * first.advantage_gain, second.keep_value * first.value + second.value,
-      second.value_gain * first.value + second.advantage_gain * first.advantage + second.advantage};
+RLCORE_HD constexpr gae_segment_map<T> gae_then(const gae_segment_map<T>& later,
+                                                const gae_segment_map<T>& earlier, T gamma,
+                                                T gamma_lambda, T power) {
+  if (earlier.count == 0) {
+    return later;
+  }
+  const int count =
+      later.count < gae_count_cap - earlier.count ? earlier.count + later.count : gae_count_cap;
+  return {count, earlier.value,
+          earlier.advantage + power * (gamma * later.value + gamma_lambda * later.advantage)};
 }
 
-/// Advantage of a valid token given the carry from the next token (the map applied to the
-/// carry, second component): A_t = (r_t - V_t) + gamma * V_next + gamma * lambda * A_next.
+/// (gamma lambda)^k by binary powering from the squares x^(2^b) (a fixed order of products: the
+/// same bits wherever it runs); 0^0 = 1.
 template <class T>
-RLCORE_HD constexpr T gae_advantage_after(const gae_carry_map<T>& token, T next_value,
-                                          T next_advantage) {
-  return token.value_gain * next_value + token.advantage_gain * next_advantage + token.advantage;
+RLCORE_HD constexpr T gae_power(T gamma_lambda, int k) {
+  T result = 1;
+  T square = gamma_lambda;
+  while (k > 0) {
+    if ((k & 1) != 0) {
+      result *= square;
+    }
+    square *= square;
+    k >>= 1;
+  }
+  return result;
 }
 
 } // namespace rlcore::math

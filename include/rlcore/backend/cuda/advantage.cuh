@@ -1,9 +1,10 @@
 // Fused GAE on the GPU: rlcore::cuda::gae_advantages has the contract of rlcore::gae_advantages
 // (advantage/gae.hpp: same inputs, options, validation, multi-turn masks, outputs) and runs as ONE
-// reverse scan per row over the composite (next value, advantage) carry maps of
-// math/advantage.hpp (gae_carry_map), with no per-token scratch: 17 B/token for fp32 r, V, A,
+// reverse scan per row over the segment maps of the (next value, next advantage) carry of
+// math/advantage.hpp (gae_segment_map), with no per-token scratch: 17 B/token for fp32 r, V, A,
 // returns and a 1-byte mask, instead of the generic algorithm's two scans and scratch buffer.
-// Kernel: kernels/gae_kernels.cuh (one block per row, carries in double, bitwise reproducible).
+// Kernel: kernels/gae_kernels.cuh (a thread-block cluster of CTAs per row on sm_90, one block per
+// row elsewhere; carries in double; bitwise reproducible).
 //
 // Device memory: every per-token tensor and the layout must be in device memory.
 #pragma once
@@ -12,6 +13,7 @@
 #include "execution.cuh"
 #include "kernels/gae_kernels.cuh"
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
@@ -19,17 +21,99 @@
 namespace rlcore::cuda {
 namespace detail {
 
-/// Launch shape of the fused GAE kernel (a test and benchmark knob: every shape gives the same
-/// recurrences; the grid never changes a bit of the result, threads/items change only the
-/// association of the double-precision scan).
+/// Launch shape of the fused GAE kernel (a test and benchmark knob). Every shape computes the
+/// same recurrences; the result depends on `items` alone (the association of the double-precision
+/// scan over pieces of 256 x items tokens): the grid, the cluster size and the stream never
+/// change a bit of it.
 struct gae_launch {
-  int items = 8;                ///< tokens per thread per tile of 256 threads: 8 or 16
-  index_t max_blocks = 1 << 16; ///< grid = min(rows, max_blocks), >= 1
+  int items = 8;                ///< tokens per thread per chunk of 256 threads: 8 or 16
+  index_t max_blocks = 1 << 16; ///< CTAs at most: grid = min(rows, max(1, max_blocks / cluster))
+                                ///< groups of `cluster` CTAs
+  int cluster = 0;              ///< CTAs per row: 0 chooses (from the mean row length), 1 one block
+                                ///< per row, 2 / 4 / 8 a thread-block cluster (1 where the device
+                                ///< or the kernel's code cannot run clusters)
 };
 
-template <int Threads, int Items, class Layout, class R, class V, class A, class Ret>
-void launch_gae_rows(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
-                     double gamma, double lambda, unsigned grid, bool vectorized,
+/// True when `kernel` can run as clusters of `size` CTAs of `threads` on the current device:
+/// cluster launch support, sm_90+ code compiled from sm_90+ PTX (the cluster path of the kernel is
+/// compiled only there), at least one resident cluster. `cache` (one per kernel instantiation)
+/// keeps the answer per device.
+template <class Kernel>
+bool gae_cluster_ready(Kernel* kernel, int size, int threads, std::atomic<int>* cache,
+                       int cached_devices) {
+  int device = 0;
+  RLCORE_CUDA_CHECK(cudaGetDevice(&device));
+  const bool cacheable = device >= 0 && device < cached_devices;
+  if (cacheable) {
+    const int known = cache[device].load(std::memory_order_relaxed);
+    if (known != 0) {
+      return known == 1;
+    }
+  }
+  int cluster_launch = 0;
+  RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&cluster_launch, cudaDevAttrClusterLaunch, device));
+  cudaFuncAttributes attributes{};
+  RLCORE_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+  bool ready = cluster_launch != 0 && attributes.binaryVersion >= 90 && attributes.ptxVersion >= 90;
+  if (ready) {
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(static_cast<unsigned>(size));
+    config.blockDim = dim3(static_cast<unsigned>(threads));
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = static_cast<unsigned>(size);
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    int clusters = 0;
+    RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+    ready = clusters > 0;
+  }
+  if (cacheable) {
+    cache[device].store(ready ? 1 : 2, std::memory_order_relaxed);
+  }
+  return ready;
+}
+
+/// Launches gae_rows_kernel<Threads, Items, Cluster, Vectorized> over `groups` groups of Cluster
+/// CTAs on `stream`. Returns false, launching nothing, when Cluster > 1 and clusters cannot run.
+template <int Threads, int Items, int Cluster, bool Vectorized, class Layout, class R, class V,
+          class A, class Ret>
+bool launch_gae_kernel(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
+                       double gamma, double lambda, index_t groups, cudaStream_t stream) {
+  auto* kernel = gae_rows_kernel<Threads, Items, Cluster, Vectorized, double, Layout, R, V, A, Ret>;
+  if constexpr (Cluster > 1) {
+    constexpr int cached_devices = 64;
+    static std::atomic<int> ready[cached_devices]{}; // 0 unknown, 1 ready, 2 not ready
+    if (!gae_cluster_ready(kernel, Cluster, Threads, ready, cached_devices)) {
+      return false;
+    }
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(static_cast<unsigned>(groups * Cluster));
+    config.blockDim = dim3(Threads);
+    config.stream = stream;
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = Cluster;
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    RLCORE_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, layout, r, v, a, ret, gamma, lambda));
+  } else {
+    kernel<<<static_cast<unsigned>(groups), Threads, 0, stream>>>(layout, r, v, a, ret, gamma,
+                                                                  lambda);
+  }
+  RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::gae_rows_kernel");
+  return true;
+}
+
+/// launch_gae_kernel on the 16-byte path when `vectorized` and every element type is fp32 on a
+/// padded layout, else on the per-element path.
+template <int Threads, int Items, int Cluster, class Layout, class R, class V, class A, class Ret>
+bool launch_gae_rows(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
+                     double gamma, double lambda, index_t groups, bool vectorized,
                      cudaStream_t stream) {
   if constexpr (
       !Layout::is_packed
@@ -37,15 +121,91 @@ void launch_gae_rows(const Layout& layout, const R& r, const V& v, const A& a, c
           typename R::value_type,
           float> && std::is_same_v<typename V::value_type, float> && std::is_same_v<typename A::value_type, float> && std::is_same_v<typename Ret::value_type, float>) {
     if (vectorized) {
-      gae_rows_kernel<Threads, Items, true, double>
-          <<<grid, Threads, 0, stream>>>(layout, r, v, a, ret, gamma, lambda);
-      RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::gae_rows_kernel");
-      return;
+      return launch_gae_kernel<Threads, Items, Cluster, true>(layout, r, v, a, ret, gamma, lambda,
+                                                              groups, stream);
     }
   }
-  gae_rows_kernel<Threads, Items, false, double>
-      <<<grid, Threads, 0, stream>>>(layout, r, v, a, ret, gamma, lambda);
-  RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::gae_rows_kernel");
+  return launch_gae_kernel<Threads, Items, Cluster, false>(layout, r, v, a, ret, gamma, lambda,
+                                                           groups, stream);
+}
+
+/// CTAs per row chosen for `rows` rows of `mean_length` tokens in chunks of `chunk_tokens`, when
+/// `resident` CTAs fit the device at once: the largest power of two <= gae_max_cluster whose CTAs
+/// all still fit at once (rows x size <= resident) and are all busy in a mean row (size chunks <=
+/// the mean length); 1 when none is. Measured on the H200 (docs/benchmarks.md): 2 CTAs per row for
+/// 256 x 8192 tokens, where 4 (more CTAs than fit at once) is slower than 1.
+inline int gae_auto_cluster(index_t rows, index_t mean_length, index_t chunk_tokens,
+                            index_t resident) {
+  int size = 1;
+  while (size < gae_max_cluster && rows * (2 * size) <= resident
+         && (2 * size) * chunk_tokens <= mean_length) {
+    size *= 2;
+  }
+  return size;
+}
+
+/// CTAs of gae_rows_kernel<Threads, Items, 1, ...> resident on the current device at once (SMs x
+/// blocks per SM), cached per kernel and device.
+template <int Threads, int Items, class Kernel>
+index_t gae_resident_blocks(Kernel* kernel) {
+  constexpr int cached_devices = 64;
+  static std::atomic<long long> cache[cached_devices]{}; // 0 unknown
+  int device = 0;
+  RLCORE_CUDA_CHECK(cudaGetDevice(&device));
+  const bool cacheable = device >= 0 && device < cached_devices;
+  if (cacheable) {
+    const long long known = cache[device].load(std::memory_order_relaxed);
+    if (known != 0) {
+      return static_cast<index_t>(known);
+    }
+  }
+  int sms = 0;
+  int per_sm = 0;
+  RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Threads, 0));
+  const long long resident = static_cast<long long>(sms) * (per_sm > 0 ? per_sm : 1);
+  if (cacheable) {
+    cache[device].store(resident, std::memory_order_relaxed);
+  }
+  return static_cast<index_t>(resident);
+}
+
+/// Enqueues the fused GAE kernel of `launch`'s shape with Items tokens per thread: the asked
+/// cluster size, else (clusters cannot run) one block per row.
+template <int Items, class Layout, class R, class V, class A, class Ret>
+void launch_gae_items(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
+                      double gamma, double lambda, const gae_launch& launch, bool vectorized,
+                      cudaStream_t stream) {
+  constexpr int threads = 256;
+  const index_t rows = layout.rows();
+  int cluster = launch.cluster;
+  if (cluster <= 0) {
+    const index_t resident = gae_resident_blocks<threads, Items>(
+        gae_rows_kernel<threads, Items, 1, false, double, Layout, R, V, A, Ret>);
+    cluster =
+        gae_auto_cluster(rows, layout.token_slots() / rows, index_t{threads} * Items, resident);
+  }
+  const index_t cap = launch.max_blocks < 1 ? 1 : launch.max_blocks;
+  const auto groups_for = [&](int size) {
+    const index_t most = cap / size < 1 ? 1 : cap / size;
+    return rows < most ? rows : most;
+  };
+  const auto run = [&](auto size_constant) {
+    constexpr int size = decltype(size_constant)::value;
+    return launch_gae_rows<threads, Items, size>(layout, r, v, a, ret, gamma, lambda,
+                                                 groups_for(size), vectorized, stream);
+  };
+  bool launched = false;
+  if (cluster >= 8) {
+    launched = run(std::integral_constant<int, 8>{});
+  } else if (cluster >= 4) {
+    launched = run(std::integral_constant<int, 4>{});
+  } else if (cluster >= 2) {
+    launched = run(std::integral_constant<int, 2>{});
+  }
+  if (!launched) {
+    run(std::integral_constant<int, 1>{});
+  }
 }
 
 /// Validates and binds the arguments of gae_advantages, then enqueues the fused scan (and the
@@ -65,16 +225,14 @@ void enqueue_gae(const Layout& layout, const Rewards& token_rewards, const Value
   const auto ret = layout.bind(function, "returns_out", returns_out);
   const index_t rows = layout.rows();
   if (rows > 0) {
-    const index_t cap = launch.max_blocks < 1 ? 1 : launch.max_blocks;
-    const auto grid = static_cast<unsigned>(rows < cap ? rows : cap);
     const bool vectorized = mask4_rows(layout) && float4_rows(r) && float4_rows(v) && float4_rows(a)
                             && float4_rows(ret);
     if (launch.items == 16) {
-      launch_gae_rows<256, 16>(layout, r, v, a, ret, options.gamma, options.lambda, grid,
-                               vectorized, ctx.stream);
+      launch_gae_items<16>(layout, r, v, a, ret, options.gamma, options.lambda, launch, vectorized,
+                           ctx.stream);
     } else {
-      launch_gae_rows<256, 8>(layout, r, v, a, ret, options.gamma, options.lambda, grid, vectorized,
-                              ctx.stream);
+      launch_gae_items<8>(layout, r, v, a, ret, options.gamma, options.lambda, launch, vectorized,
+                          ctx.stream);
     }
   }
   if (options.whiten) {
@@ -90,7 +248,8 @@ void enqueue_gae(const Layout& layout, const Rewards& token_rewards, const Value
 /// each row, masked tokens skipped (both carries pass through), masked outputs 0:
 ///   A_t = (r_t - V_t) + gamma * V_next + gamma * lambda * A_next,   returns_t = A_t + V_t,
 /// V_next, A_next of the next valid token of the row (0 past the last). One composite scan per
-/// row (header comment), carries in double, outputs rounded once.
+/// row (header comment): a thread-block cluster of up to 8 CTAs per row on sm_90 (chosen from the
+/// batch shape), carries in double, outputs rounded once, bitwise reproducible.
 ///   layout          device padded or packed layout (rlcore::cuda::padded / packed)
 ///   token_rewards   device per-token r;  values: device per-token V
 ///   advantages_out  device per-token A (whitened over the valid tokens when options.whiten)

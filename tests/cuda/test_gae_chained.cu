@@ -1,0 +1,304 @@
+// The fused GAE with several CTAs per row (rlcore::cuda::gae_advantages, kernels/gae_kernels.cuh:
+// a thread-block cluster per row, chunk aggregates exchanged through distributed shared memory)
+// against the CPU in double, and its determinism: padded rows on the 16-byte and per-element
+// paths, packed rows, rows shorter and longer than one chunk and than one round of the cluster,
+// rows of length 1 and 0 valid tokens, chunk boundaries at masked tokens and whole masked
+// chunks, many rows x long rows; bitwise equal across cluster sizes, grids, streams and runs.
+#include "cuda_test_util.cuh"
+
+#include <rlcore/backend/cuda/advantage.cuh>
+
+#include <cmath>
+#include <cstdint>
+
+using rlcore::device_space;
+using rlcore::index_t;
+using rlcore::cuda::detail::gae_launch;
+using namespace rlcore_test;
+
+namespace {
+
+template <class T>
+auto dmat(thrust::device_vector<T>& d, index_t rows, index_t cols) {
+  return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(d.data()), rows, cols);
+}
+template <class T>
+auto dmat(const thrust::device_vector<T>& d, index_t rows, index_t cols) {
+  return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(d.data()), rows, cols);
+}
+
+constexpr index_t chunk8 = 256 * 8;   ///< tokens per CTA with 8 tokens per thread
+constexpr index_t chunk16 = 256 * 16; ///< tokens per CTA with 16 tokens per thread
+
+/// A padded batch with multi-turn masks (interior holes at rate 1 - keep), plus: row 1 all
+/// masked, row 2 one valid token, row 3 a ragged end (when the batch has those rows).
+struct batch {
+  index_t rows;
+  index_t cols;
+  std::vector<std::uint8_t> mask;
+  std::vector<float> rewards;
+  std::vector<float> values;
+
+  batch(index_t n, index_t t, unsigned seed, double keep = 0.8)
+      : rows(n), cols(t), mask(bernoulli<std::uint8_t>(n * t, keep, seed)),
+        rewards(uniform<float>(n * t, -1.0, 1.0, seed + 1)),
+        values(uniform<float>(n * t, -2.0, 2.0, seed + 2)) {
+    for (index_t k = 0; k < t; ++k) {
+      if (n > 1) {
+        mask[1 * t + k] = 0;
+      }
+      if (n > 2) {
+        mask[2 * t + k] = k == t / 3 ? 1 : 0;
+      }
+      if (n > 3) {
+        mask[3 * t + k] = k < t - 37 ? mask[3 * t + k] : 0;
+      }
+    }
+  }
+};
+
+struct outputs {
+  std::vector<float> advantages;
+  std::vector<float> returns;
+};
+
+/// rlcore::gae_advantages on the CPU in double on the same fp32 values.
+void cpu_gae(const batch& b, const rlcore::gae_options& o, std::vector<double>& a,
+             std::vector<double>& ret) {
+  const std::vector<double> r(b.rewards.begin(), b.rewards.end());
+  const std::vector<double> v(b.values.begin(), b.values.end());
+  a.assign(b.rows * b.cols, 0.0);
+  ret.assign(b.rows * b.cols, 0.0);
+  auto av = rlcore::make_matrix_view(a.data(), b.rows, b.cols);
+  auto rv = rlcore::make_matrix_view(ret.data(), b.rows, b.cols);
+  rlcore::gae_advantages(rlcore::padded(rlcore::make_matrix_view(b.mask.data(), b.rows, b.cols)),
+                         rlcore::make_matrix_view(r.data(), b.rows, b.cols),
+                         rlcore::make_matrix_view(v.data(), b.rows, b.cols), av, rv, o);
+}
+
+/// The fused GPU GAE of `launch`'s shape on the batch (outputs pre-filled with garbage).
+outputs gpu_gae(const batch& b, const rlcore::gae_options& o, const gae_launch& launch,
+                cudaStream_t stream = nullptr) {
+  const auto dmask = to_device(b.mask);
+  const auto dr = to_device(b.rewards);
+  const auto dv = to_device(b.values);
+  thrust::device_vector<float> da(b.rows * b.cols, 9.0f);
+  thrust::device_vector<float> dret(b.rows * b.cols, 9.0f);
+  auto av = dmat(da, b.rows, b.cols);
+  auto rv = dmat(dret, b.rows, b.cols);
+  const rlcore::device_context c{stream};
+  rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(dmat(dmask, b.rows, b.cols)),
+                                    dmat(dr, b.rows, b.cols), dmat(dv, b.rows, b.cols), av, rv, o,
+                                    c, launch);
+  RLCORE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return {to_host(da), to_host(dret)};
+}
+
+/// max_k |gpu_k - cpu_k| / max(1, max_k |cpu_k|).
+double scaled_error(const std::vector<float>& gpu, const std::vector<double>& cpu) {
+  double scale = 1;
+  double err = 0;
+  for (std::size_t k = 0; k < cpu.size(); ++k) {
+    scale = std::max(scale, std::abs(cpu[k]));
+    err = std::max(err, std::abs(double(gpu[k]) - cpu[k]));
+  }
+  return err / scale;
+}
+
+bool masked_slots_zero(const batch& b, const outputs& out) {
+  for (std::size_t k = 0; k < b.mask.size(); ++k) {
+    if (b.mask[k] == 0 && (out.advantages[k] != 0.0f || out.returns[k] != 0.0f)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Checks `b` on every cluster size for `items`: within 1e-6 of the CPU (scaled), masked slots
+/// 0, and the same bits for every cluster size and CTA cap.
+void check_every_cluster(const batch& b, const rlcore::gae_options& options, int items) {
+  std::vector<double> ha;
+  std::vector<double> hret;
+  cpu_gae(b, options, ha, hret);
+  const outputs reference = gpu_gae(b, options, gae_launch{items, 1 << 16, 1});
+  CHECK(scaled_error(reference.advantages, ha) < 1e-6);
+  CHECK(scaled_error(reference.returns, hret) < 1e-6);
+  CHECK(masked_slots_zero(b, reference));
+  for (const int cluster : {0, 2, 4, 8}) {
+    for (const index_t max_blocks : {index_t{1}, index_t{8}, index_t{1} << 16}) {
+      INFO("items ", items, ", cluster ", cluster, ", max blocks ", max_blocks);
+      const outputs out = gpu_gae(b, options, gae_launch{items, max_blocks, cluster});
+      CHECK(bitwise_equal(out.advantages, reference.advantages));
+      CHECK(bitwise_equal(out.returns, reference.returns));
+    }
+  }
+}
+
+} // namespace
+
+TEST_CASE("GAE across CTAs: hand-derived row whose two valid tokens sit in two chunks") {
+  // T = 4096, gamma 0.5, lambda 0.5, only tokens 2047 and 2048 valid: with 2048 tokens per CTA
+  // they lie in different chunks (CTA 1 and CTA 0 of a 2-CTA cluster):
+  //   t = 2048: A = r - V = 1 - 4 = -3;                                 returns 1
+  //   t = 2047: A = r + 0.5 * V_2048 - V + 0.25 * A_2048 = 2 + 2 - 2 - 0.75 = 1.25; returns 3.25
+  const index_t cols = 2 * chunk8;
+  std::vector<float> r(cols, 100.0f);
+  std::vector<float> v(cols, 100.0f);
+  std::vector<std::uint8_t> m(cols, 0);
+  r[chunk8 - 1] = 2;
+  v[chunk8 - 1] = 2;
+  m[chunk8 - 1] = 1;
+  r[chunk8] = 1;
+  v[chunk8] = 4;
+  m[chunk8] = 1;
+  const auto dr = to_device(r);
+  const auto dv = to_device(v);
+  const auto dm = to_device(m);
+  for (const int cluster : {1, 2, 4}) {
+    INFO("cluster ", cluster);
+    thrust::device_vector<float> a(cols, 7.0f);
+    thrust::device_vector<float> ret(cols, 7.0f);
+    auto av = dmat(a, 1, cols);
+    auto rv = dmat(ret, 1, cols);
+    rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(dmat(dm, 1, cols)), dmat(dr, 1, cols),
+                                      dmat(dv, 1, cols), av, rv, rlcore::gae_options{0.5, 0.5},
+                                      rlcore::device_context{}, gae_launch{8, 1 << 16, cluster});
+    const auto ha = to_host(a);
+    const auto hret = to_host(ret);
+    CHECK(ha[chunk8] == -3.0f);
+    CHECK(hret[chunk8] == 1.0f);
+    CHECK(ha[chunk8 - 1] == 1.25f);
+    CHECK(hret[chunk8 - 1] == 3.25f);
+    bool others_zero = true;
+    for (index_t t = 0; t < cols; ++t) {
+      if (t != chunk8 && t != chunk8 - 1) {
+        others_zero = others_zero && ha[t] == 0.0f && hret[t] == 0.0f;
+      }
+    }
+    CHECK(others_zero);
+  }
+}
+
+TEST_CASE("GAE across CTAs matches the CPU, the same bits for every cluster size and grid") {
+  const rlcore::gae_options options{0.99, 0.95};
+  // 8192: one round of 4 chunks; 20000: several rounds (partial last); 4100: a partial chunk;
+  // 2048 / 2052: one chunk / one chunk + one float4; 2049 (odd T): the per-element path;
+  // 12: shorter than one piece row of threads.
+  for (const index_t cols : {index_t{8192}, index_t{20000}, index_t{4100}, index_t{2048},
+                             index_t{2052}, index_t{2049}, index_t{12}}) {
+    INFO("T = ", cols);
+    const batch b(9, cols, 100 + static_cast<unsigned>(cols));
+    check_every_cluster(b, options, 8);
+  }
+  for (const index_t cols : {4 * chunk16, index_t{9000}}) {
+    INFO("T = ", cols);
+    const batch b(6, cols, 200 + static_cast<unsigned>(cols));
+    check_every_cluster(b, options, 16);
+  }
+}
+
+TEST_CASE("GAE across CTAs: chunk and piece boundaries at masked tokens, whole masked chunks") {
+  const rlcore::gae_options options{0.97, 0.9};
+  const index_t cols = 6 * chunk8 + 100; // 4 chunks from the end in the first round of 4 CTAs
+  batch b(4, cols, 7, 0.95);
+  for (index_t i = 0; i < b.rows; ++i) {
+    std::uint8_t* row = &b.mask[i * cols];
+    for (index_t k = 0; k <= 6; ++k) { // the tokens on both sides of every chunk boundary
+      const index_t boundary = cols - k * chunk8;
+      for (index_t t = boundary - 1; t <= boundary; ++t) {
+        if (t >= 0 && t < cols) {
+          row[t] = 0;
+        }
+      }
+    }
+    for (index_t t = cols - 1; t >= 0; t -= 8) { // every piece's last token
+      row[t] = i == 0 ? 0 : row[t];
+    }
+  }
+  // Row 1: the whole second and fourth chunks from the end masked (their CTAs pass the carry).
+  for (index_t t = cols - 2 * chunk8; t < cols - chunk8; ++t) {
+    b.mask[1 * cols + t] = 0;
+  }
+  for (index_t t = cols - 4 * chunk8; t < cols - 3 * chunk8; ++t) {
+    b.mask[1 * cols + t] = 0;
+  }
+  check_every_cluster(b, options, 8);
+}
+
+TEST_CASE("GAE across CTAs: many rows x long rows, bitwise repeatable across streams and runs") {
+  const rlcore::gae_options options{0.999, 0.97};
+  const batch b(300, 3 * chunk8 + 512, 31);
+  std::vector<double> ha;
+  std::vector<double> hret;
+  cpu_gae(b, options, ha, hret);
+  const outputs reference = gpu_gae(b, options, gae_launch{});
+  CHECK(scaled_error(reference.advantages, ha) < 1e-6);
+  CHECK(scaled_error(reference.returns, hret) < 1e-6);
+  CHECK(masked_slots_zero(b, reference));
+  cudaStream_t stream{};
+  RLCORE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (const int cluster : {1, 2, 4, 8}) {
+    for (int run = 0; run < 2; ++run) {
+      INFO("cluster ", cluster, ", run ", run);
+      const outputs out = gpu_gae(b, options, gae_launch{8, 1 << 16, cluster}, stream);
+      CHECK(bitwise_equal(out.advantages, reference.advantages));
+      CHECK(bitwise_equal(out.returns, reference.returns));
+    }
+  }
+  RLCORE_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+TEST_CASE(
+    "GAE across CTAs on a packed batch matches the CPU, the same bits for every cluster size") {
+  // Lengths 0, 1, around one chunk, one round of 4 chunks and several rounds.
+  const std::vector<index_t> lengths{0, 1, 2047, 2048, 2049, 8192, 8193, 3, 17000};
+  const index_t n = static_cast<index_t>(lengths.size());
+  const index_t cols = 17000;
+  std::vector<index_t> offsets{0};
+  for (const index_t len : lengths) {
+    offsets.push_back(offsets.back() + len);
+  }
+  const index_t total = offsets.back();
+  batch twin(n, cols, 41);
+  std::fill(twin.mask.begin(), twin.mask.end(), 0);
+  const auto flat_r = uniform<float>(total, -1, 1, 42);
+  const auto flat_v = uniform<float>(total, -1, 1, 43);
+  const auto flat_m = bernoulli<std::uint8_t>(total, 0.85, 44);
+  for (index_t i = 0; i < n; ++i) {
+    for (index_t t = 0; t < lengths[i]; ++t) {
+      twin.rewards[i * cols + t] = flat_r[offsets[i] + t];
+      twin.values[i * cols + t] = flat_v[offsets[i] + t];
+      twin.mask[i * cols + t] = flat_m[offsets[i] + t];
+    }
+  }
+  const rlcore::gae_options options{0.9, 0.8};
+  std::vector<double> ha;
+  std::vector<double> hret;
+  cpu_gae(twin, options, ha, hret);
+  const auto doff = to_device(offsets);
+  const auto dfr = to_device(flat_r);
+  const auto dfv = to_device(flat_v);
+  const auto dfm = to_device(flat_m);
+  std::vector<float> first_a;
+  for (const int cluster : {0, 1, 2, 4, 8}) {
+    INFO("cluster ", cluster);
+    thrust::device_vector<float> fa(total, 9.0f);
+    thrust::device_vector<float> fret(total, 9.0f);
+    rlcore::cuda::detail::enqueue_gae(rlcore::cuda::packed(doff, dfm), dfr, dfv, fa, fret, options,
+                                      rlcore::device_context{}, gae_launch{8, 1 << 16, cluster});
+    const auto a = to_host(fa);
+    const auto ret = to_host(fret);
+    double err = 0;
+    for (index_t i = 0; i < n; ++i) {
+      for (index_t t = 0; t < lengths[i]; ++t) {
+        err = std::max(err, std::abs(double(a[offsets[i] + t]) - ha[i * cols + t]));
+        err = std::max(err, std::abs(double(ret[offsets[i] + t]) - hret[i * cols + t]));
+      }
+    }
+    CHECK(err < 1e-5); // |A| up to ~10: 1e-6 relative
+    if (first_a.empty()) {
+      first_a = a;
+    }
+    CHECK(bitwise_equal(a, first_a));
+  }
+}
