@@ -4,6 +4,10 @@
 // kernel family is tuned independently.
 #pragma once
 
+#include <chrono>
+#include <cstdio>
+#include <type_traits>
+
 namespace {
 
 /// Calibration: reads lp, old, ref, advantage, mask and writes one value per token (the fused
@@ -140,8 +144,8 @@ void bench_objective(rlcore::device_context& ctx, bool quick) {
       },
       quick ? 5 : 20);
   record("  reference: same with 16-byte loads and stores", ms_floor_vec4, bytes);
-  // Shapes of the tiled kernel (tile_config<threads, float4 groups per thread, min blocks/SM>),
-  // with and without the L2 prefetch of each block's next row.
+  // Other shapes of the tiled kernel (tile_config<threads, float4 groups per lane, min blocks per
+  // SM>); the default is tile_config<256, 1, 4> (64 registers).
   const auto tiled_ms = [&](auto config, const rlcore::cuda::detail::policy_launch& launch) {
     using config_t = decltype(config);
     return time_ms(
@@ -159,10 +163,75 @@ void bench_objective(rlcore::device_context& ctx, bool quick) {
         quick ? 5 : 20);
   };
   using rlcore::cuda::detail::tile_config;
+  record("  tiled kernel, 256 threads x 1 float4 group per lane, 3 blocks/SM (80 registers)",
+         tiled_ms(tile_config<256, 1, 3>{}, {}), bytes);
+  record("  tiled kernel, 256 threads x 2 float4 groups per lane, 3 blocks/SM (80 registers)",
+         tiled_ms(tile_config<256, 2, 3>{}, {}), bytes);
   record("  tiled kernel, 256 threads x 2 float4 groups per lane, 2 blocks/SM",
          tiled_ms(tile_config<256, 2, 2>{}, {}), bytes);
-  record("  tiled kernel, 128 threads x 1 float4 group per lane, 6 blocks/SM",
-         tiled_ms(tile_config<128, 1, 6>{}, {}), bytes);
+  record("  tiled kernel, 128 threads x 1 float4 group per lane, 8 blocks/SM",
+         tiled_ms(tile_config<128, 1, 8>{}, {}), bytes);
+  // Where the time goes: the default tiled kernel launched with arguments prepared once (no
+  // binding, validation or occupancy query per call), with and without its slot reduction.
+  {
+    auto none = rlcore::none;
+    const rlcore::policy_inputs<V, V, V, V> in0{m(sets[0].lp), m(sets[0].old), m(sets[0].adv),
+                                                m(sets[0].ref)};
+    const rlcore::policy_inputs<V, V, V, V> in1{m(sets[1].lp), m(sets[1].old), m(sets[1].adv),
+                                                m(sets[1].ref)};
+    rlcore::cuda::detail::bind_policy_arguments(
+        "policy_objective", layout, in0, g, none, options,
+        [&](const auto& views0, const auto& gv, const auto&, bool) {
+          rlcore::cuda::detail::bind_policy_arguments(
+              "policy_objective", layout, in1, g, none, options,
+              [&](const auto& views1, const auto&, const auto&, bool) {
+                namespace cd = rlcore::cuda::detail;
+                auto p = rlcore::detail::make_policy_params<float>(options);
+                p.weights = rlcore::detail::prepare_aggregation("policy_objective",
+                                                                options.aggregation, layout, ctx);
+                using L = std::decay_t<decltype(layout)>;
+                using Vw = std::decay_t<decltype(views0)>;
+                using Gr = std::decay_t<decltype(gv)>;
+                auto kernel = cd::clipped_policy_tiles_kernel<cd::default_tile_config, true, true,
+                                                              true, L, Vw, Gr>;
+                const auto scratch =
+                    cd::make_tile_scratch(static_cast<rlcore::detail::policy_token_sums*>(
+                                              static_cast<void*>(temp.data())),
+                                          n);
+                const unsigned grid =
+                    cd::policy_tiles_grid(kernel, cd::default_tile_config::threads,
+                                          n / (cd::default_tile_config::threads / 32), {});
+                const auto launch = [&](int k) {
+                  kernel<<<grid, cd::default_tile_config::threads, 0, ctx.stream>>>(
+                      layout, k % 2 != 0 ? views1 : views0, gv, p, scratch);
+                };
+                record("  tiled kernel alone (no slot reduction), prepared arguments",
+                       time_ms(launch, quick ? 5 : 20), bytes);
+                record("  tiled kernel + slot reduction kernel, prepared arguments",
+                       time_ms(
+                           [&](int k) {
+                             launch(k);
+                             cd::enqueue_tile_sums_reduce(n, scratch, ctx);
+                           },
+                           quick ? 5 : 20),
+                       bytes);
+                const auto host_start = std::chrono::steady_clock::now();
+                for (int k = 0; k < 20; ++k) {
+                  auto& s = sets[k % 2];
+                  rlcore::cuda::policy_objective(
+                      temp.data(), temp_bytes, layout,
+                      rlcore::policy_inputs<V, V, V, V>{m(s.lp), m(s.old), m(s.adv), m(s.ref)}, g,
+                      rlcore::none, options, ctx);
+                }
+                const double host_us = std::chrono::duration<double, std::micro>(
+                                           std::chrono::steady_clock::now() - host_start)
+                                           .count()
+                                       / 20;
+                CHECK_CUDA(cudaDeviceSynchronize());
+                std::printf("  host time to enqueue one policy_objective call: %.1f us\n", host_us);
+              });
+        });
+  }
   const double ms_generic = time_ms(
       [&](int k) {
         auto& s = sets[k % 2];

@@ -501,9 +501,10 @@ TEST_CASE("fused objective: kernel shapes with one float4 group per lane give th
     int index = 0;
     for (const auto& o : clipped_option_sets()) {
       INFO("T = ", cols, ", option set ", index++);
-      const auto reference = gpu_objective<tile_config<256, 1, 3>>(b, o, true, false);
+      const auto reference = gpu_objective(b, o, true, false); // default_tile_config
       compare(reference, cpu_objective(b, o, true, false));
-      for (const auto& other : {gpu_objective<tile_config<128, 1, 6>>(b, o, true, false),
+      for (const auto& other : {gpu_objective<tile_config<256, 1, 3>>(b, o, true, false),
+                                gpu_objective<tile_config<128, 1, 6>>(b, o, true, false),
                                 gpu_objective<tile_config<64, 1, 8>>(b, o, true, false, {3})}) {
         CHECK(std::memcmp(&other.result, &reference.result, sizeof(other.result)) == 0);
         CHECK(bitwise_equal(other.grad, reference.grad));

@@ -1,10 +1,12 @@
 // The policy objectives on the GPU: the generic rlcore::policy_objective / grpo_objective with a
 // device context, and the fused rlcore::cuda::policy_objective / grpo_objective, against the CPU
 // (double, the same fp32 inputs) for several loss forms, KL estimators and aggregation modes;
-// bitwise determinism; masked slots holding inf / NaN give exactly 0 gradient and finite loss.
+// bitwise determinism; masked slots holding inf / NaN give exactly 0 gradient and finite loss;
+// the device's bounded exponential against exp in double.
 #include "cuda_test_util.cuh"
 
 #include <rlcore/backend/cuda/policy.cuh>
+#include <rlcore/math/functions.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -17,6 +19,14 @@ using namespace rlcore_test;
 namespace {
 
 rlcore::device_context ctx{};
+
+/// out[k] = math::exp_vectorizable_bounded(x[k]) in device code (the fp32 fast form).
+__global__ void exp_bounded_kernel(const float* x, float* out, index_t n) {
+  const index_t k = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k < n) {
+    out[k] = rlcore::math::exp_vectorizable_bounded(x[k]);
+  }
+}
 
 struct token_batch {
   index_t rows;
@@ -225,4 +235,56 @@ TEST_CASE("fused policy objective on a packed batch equals the padded one") {
   // Hand check of token 0: ratio = exp(0.1) = 1.105 inside [0.8, 1.2], A = 1, row of 3 tokens,
   // 2 sequences: d loss / d lp = -A * ratio / (n_0 * N) = -exp(0.1) / 6.
   CHECK(g[0] == doctest::Approx(-std::exp(0.1) / 6).epsilon(1e-5));
+}
+
+TEST_CASE("device exp_vectorizable_bounded (float) is within 2.5e-7 of exp over [-86, 86]") {
+  // A dense sweep (step 2^-12 around 0, where the ratio and k3's exponential live) plus the whole
+  // allowed range, against exp in double. The bound is ~2 ulp: ex2.approx's 2^-22.5 plus the
+  // final rounding.
+  std::vector<float> x;
+  for (int k = -8192; k <= 8192; ++k) {
+    x.push_back(static_cast<float>(k) / 4096.0f); // [-2, 2]
+  }
+  const auto wide = uniform<float>(200000, -86.0, 86.0, 7);
+  x.insert(x.end(), wide.begin(), wide.end());
+  for (float edge : {-86.0f, -80.0f, -20.0f, 0.0f, -0.0f, 1e-30f, 20.0f, 80.0f, 86.0f}) {
+    x.push_back(edge);
+  }
+  const auto dx = to_device(x);
+  thrust::device_vector<float> dout(x.size());
+  const auto n = static_cast<index_t>(x.size());
+  exp_bounded_kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(
+      thrust::raw_pointer_cast(dx.data()), thrust::raw_pointer_cast(dout.data()), n);
+  RLCORE_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto out = to_host(dout);
+  double worst = 0;
+  for (std::size_t k = 0; k < x.size(); ++k) {
+    const double exact = std::exp(static_cast<double>(x[k]));
+    worst = std::max(worst, std::abs(static_cast<double>(out[k]) - exact) / exact);
+  }
+  MESSAGE("max relative error of the device exp_vectorizable_bounded: ", worst);
+  CHECK(worst <= 2.5e-7);
+  CHECK(out[x.size() - 6] == 1.0f); // exp(0) exactly 1 (the masked slots' ratio)
+  CHECK(out[x.size() - 5] == 1.0f);
+}
+
+TEST_CASE("fused policy objective: rows longer than the tiled kernel's limit match the CPU") {
+  // T = 2^20 + 4 > policy_tiles_max_cols: the warp-per-row kernel takes it (same contract).
+  const index_t cols = rlcore::cuda::detail::policy_tiles_max_cols + 4;
+  const token_batch b(3, cols, 31);
+  const auto o = rlcore::grpo_options{}.as_policy_options();
+  const auto gpu = gpu_objective<true>(b, o);
+  const auto cpu = cpu_objective(b, o);
+  CHECK(gpu.result.metrics.valid_tokens == cpu.result.metrics.valid_tokens);
+  CHECK(close(gpu.result.loss, cpu.result.loss, 1e-6, 1.0));
+  // Each lane sums 2^15 terms of a row in float: means carry ~1e-5 relative error at this length.
+  CHECK(close(gpu.result.metrics.kl_penalty_mean, cpu.result.metrics.kl_penalty_mean, 1e-4, 1e-3));
+  CHECK(close(gpu.result.metrics.clip_fraction, cpu.result.metrics.clip_fraction, 1e-4, 1e-3));
+  double scale = 0;
+  double err = 0;
+  for (std::size_t k = 0; k < cpu.grad.size(); ++k) {
+    scale = std::max(scale, std::abs(cpu.grad[k]));
+    err = std::max(err, std::abs(gpu.grad[k] - cpu.grad[k]));
+  }
+  CHECK(err <= 1e-6 * scale);
 }

@@ -5,10 +5,10 @@
 // a warp per row sums the row pre-pass (valid count, sequence sums) from HBM and the token pass
 // re-reads the row from L1/L2, so each input is read from device memory once and the gradient is
 // written once. The per-token clipped surrogate (PPO / GRPO: any KL estimator, no entropy, no
-// importance correction) on fp32 padded rows with T % 4 == 0, 16-byte aligned rows and one row
-// stride takes the tiled kernel instead (kernels/policy_kernels.cuh: 16-byte loads, per-row
-// slots, result independent of the launch shape). The generic rlcore::policy_objective with a
-// device context also works (it runs the pre-pass and the token pass as two launches over the
+// importance correction) on fp32 padded rows with T % 4 == 0 (T <= 2^20), 16-byte aligned rows
+// and one row stride takes the tiled kernel instead (kernels/policy_kernels.cuh: 16-byte loads,
+// per-row slots, result independent of the launch shape). The generic rlcore::policy_objective with
+// a device context also works (it runs the pre-pass and the token pass as two launches over the
 // whole batch); these are the fast paths.
 //
 // Device memory: every per-token tensor and the layout must be in device memory. The call waits
@@ -31,9 +31,14 @@ struct policy_launch {
   index_t max_blocks = 0; ///< grid cap of the tiled kernel; 0 = one full wave of the device
 };
 
+/// Blocks of the reduction of the tiled kernel's row slots.
+inline index_t policy_tiles_reduce_blocks(index_t rows) {
+  return (rows + block_threads - 1) / block_threads;
+}
+
 /// Bytes of temporary storage of the fused objective, the larger of the two kernels' needs:
-/// warp-per-row kernel [sums | block partials | row stats], tiled kernel [sums | row sums |
-/// partials of the fixed-shape reduction of the row sums].
+/// warp-per-row kernel [sums | block partials | row stats], tiled kernel [sums | row slots |
+/// reduction block slots | counter].
 inline std::size_t fused_policy_temp_bytes(index_t rows) {
   using rlcore::detail::policy_row_stats;
   using rlcore::detail::policy_token_sums;
@@ -41,9 +46,10 @@ inline std::size_t fused_policy_temp_bytes(index_t rows) {
   const index_t grid = wanted < 1 ? 1 : (wanted < policy_max_blocks ? wanted : policy_max_blocks);
   const std::size_t rows_kernel = static_cast<std::size_t>(grid + 1) * sizeof(policy_token_sums)
                                   + static_cast<std::size_t>(rows) * sizeof(policy_row_stats);
-  const std::size_t tiles_kernel =
-      static_cast<std::size_t>(1 + rows + grid_for(rows, reduce_max_blocks))
-      * sizeof(policy_token_sums);
+  const index_t blocks = policy_tiles_reduce_blocks(rows);
+  const std::size_t tiles_kernel = sizeof(policy_token_sums)
+                                   + static_cast<std::size_t>(rows + blocks) * sizeof(tile_sums)
+                                   + sizeof(unsigned);
   return rows_kernel > tiles_kernel ? rows_kernel : tiles_kernel;
 }
 
@@ -64,46 +70,54 @@ unsigned policy_tiles_grid(Kernel kernel, int threads, index_t blocks_wanted,
   return static_cast<unsigned>(blocks_wanted < cap ? blocks_wanted : cap);
 }
 
-/// Sums the per-row slots of the tiled kernel (after `sums`) into sums[0]: a fixed-shape
-/// two-stage reduction that depends only on the number of rows.
-inline void finish_policy_tiles(index_t rows, rlcore::detail::policy_token_sums* sums,
-                                const device_context& ctx) {
-  using rlcore::detail::policy_token_sums;
-  policy_token_sums* row_sums = sums + 1;
-  policy_token_sums* partials = row_sums + rows;
-  const unsigned reduce_grid = grid_for(rows, reduce_max_blocks);
-  reduce_partials_kernel<policy_token_sums><<<reduce_grid, block_threads, 0, ctx.stream>>>(
-      rows, array_source<policy_token_sums>{row_sums}, partials);
-  RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_partials_kernel (policy rows)");
-  reduce_final_kernel<policy_token_sums>
-      <<<1, block_threads, 0, ctx.stream>>>(index_t{reduce_grid}, partials, sums);
-  RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_final_kernel (policy rows)");
+/// The tiled kernel's scratch in the temporary storage whose sums (the result) start at `sums`.
+inline tile_scratch make_tile_scratch(rlcore::detail::policy_token_sums* sums, index_t rows) {
+  tile_scratch scratch{};
+  scratch.result = sums;
+  scratch.row_sums = reinterpret_cast<tile_sums*>(sums + 1);
+  scratch.block_sums = scratch.row_sums + rows;
+  scratch.counter =
+      reinterpret_cast<unsigned*>(scratch.block_sums + policy_tiles_reduce_blocks(rows));
+  return scratch;
 }
 
-/// Runs the tiled kernel (row sums into slots) and sums the slots with a fixed-shape reduction.
+/// Sums the tiled kernel's row slots into scratch.result (tile_sums_reduce_kernel).
+inline void enqueue_tile_sums_reduce(index_t rows, const tile_scratch& scratch,
+                                     const device_context& ctx) {
+  const auto blocks = static_cast<unsigned>(policy_tiles_reduce_blocks(rows));
+  tile_sums_reduce_kernel<<<blocks, block_threads, 0, ctx.stream>>>(rows, scratch);
+  RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::tile_sums_reduce_kernel");
+}
+
+/// Runs the tiled kernel (row sums into slots) and the reduction of the slots into sums[0].
 template <class Config, bool HasRef, class Layout, class Views, class Grad>
 void enqueue_policy_tiles(const Layout& layout, const Views& views, const Grad& grad,
                           const rlcore::detail::policy_params<float>& p,
                           rlcore::detail::policy_token_sums* sums, const policy_launch& launch,
                           const device_context& ctx) {
   const index_t rows = layout.rows();
-  rlcore::detail::policy_token_sums* row_sums = sums + 1;
+  const tile_scratch scratch = make_tile_scratch(sums, rows);
   const auto run = [&](auto kernel) {
     constexpr index_t warps = Config::threads / 32;
     const unsigned grid =
         policy_tiles_grid(kernel, Config::threads, (rows + warps - 1) / warps, launch);
-    kernel<<<grid, Config::threads, 0, ctx.stream>>>(layout, views, grad, p, row_sums);
+    kernel<<<grid, Config::threads, 0, ctx.stream>>>(layout, views, grad, p, scratch);
     RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::clipped_policy_tiles_kernel");
+    enqueue_tile_sums_reduce(rows, scratch, ctx);
   };
+  // Plain: no dual clip, no delta clip, no KL output clamp (the PPO / GRPO defaults), folded.
+  const bool plain = !(p.dual_clip > 0.0f) && !(p.delta_clip > 0.0f) && !p.kl_output_clamp;
   if constexpr (HasRef) {
-    if (p.kl == kl_estimator::k3) { // the GRPO default: k3 as a constant, its selects fold
-      run(clipped_policy_tiles_kernel<Config, true, true, Layout, Views, Grad>);
-      finish_policy_tiles(rows, sums, ctx);
+    if (p.kl == kl_estimator::k3 && plain) { // the GRPO default: every option select folds
+      run(clipped_policy_tiles_kernel<Config, true, true, true, Layout, Views, Grad>);
       return;
     }
   }
-  run(clipped_policy_tiles_kernel<Config, HasRef, false, Layout, Views, Grad>);
-  finish_policy_tiles(rows, sums, ctx);
+  if (plain) {
+    run(clipped_policy_tiles_kernel<Config, HasRef, false, true, Layout, Views, Grad>);
+  } else {
+    run(clipped_policy_tiles_kernel<Config, HasRef, false, false, Layout, Views, Grad>);
+  }
 }
 
 /// Enqueues the fused pass on ctx.stream; the metric sums land at the start of d_temp.
@@ -156,7 +170,8 @@ void enqueue_fused_policy_objective(const char* function, void* d_temp, const La
                           && float4_rows(views.old_log_probs) && float4_rows(views.advantages)
                           && float4_rows(grad);
         const index_t stride = views.log_probs.row_stride;
-        vectorized = vectorized && views.old_log_probs.row_stride == stride
+        vectorized = vectorized && layout.cols() <= policy_tiles_max_cols
+                     && views.old_log_probs.row_stride == stride
                      && views.advantages.row_stride == stride && grad.row_stride == stride
                      && (layout.mask.data == nullptr || layout.mask.row_stride == stride);
         if constexpr (has_ref) {

@@ -10,8 +10,9 @@
 //
 // clipped_policy_tiles_kernel: the fast path of the clipped surrogate on fp32 padded rows that
 // allow 16-byte access: a warp per row, float4 loads and stores, the next row's valid count taken
-// during the current row, one warp reduction per row into a per-row slot, and a fixed-shape
-// reduction of the slots: bitwise reproducible whatever the grid, block size or stream.
+// during the current row, one warp reduction per row into a per-row slot, and one reduction kernel
+// of fixed shape over the slots (its last block, found with an integer counter, sums the block
+// slots; no float atomics): bitwise reproducible whatever the grid, block size or stream.
 #pragma once
 
 #include "../../../config.hpp"
@@ -254,101 +255,198 @@ __global__ void __launch_bounds__(block_threads, 3)
 
 /// Shape of the tiled clipped-surrogate kernel: Threads per block (a warp per row), Groups float4
 /// groups (4 tokens each) per lane per step, MinBlocks resident blocks per SM asked of the
-/// register allocator (80 registers for 3 blocks of 256: no spills).
+/// register allocator (64 registers for 4 blocks of 256: no spills).
 template <int Threads, int Groups, int MinBlocks>
 struct tile_config {
   static constexpr int threads = Threads;
   static constexpr int groups = Groups;
   static constexpr int min_blocks = MinBlocks;
 };
-using default_tile_config = tile_config<256, 1, 3>;
+using default_tile_config = tile_config<256, 1, 4>;
 
-/// Per-row float sums of the tiled kernel: the unweighted surrogate and KL values (the row's
-/// aggregation weight is applied once per row), the metric counts and sums, and the valid count
-/// of the block's next row (counted during this row, so that its weight is known when it starts).
+/// Longest row of the tiled kernel: its per-lane counts are 16-bit fields (a lane holds at most
+/// cols / 32 tokens of a row, far below 2^16 here).
+inline constexpr index_t policy_tiles_max_cols = index_t{1} << 20;
+
+/// Per-lane sums of one row in the tiled kernel. Masked slots enter every formula as delta = 0,
+/// lp - ref = 0 and A = 0, whose terms are exactly 0 for every option of this path (ratio 1, no
+/// clip active, KL estimators 0 at x = 0; the KL output clamp is masked explicitly), so the float
+/// sums need no per-token select. Counts are integers in 16-bit fields of one word.
 struct clipped_tile_sums {
-  float policy_value = 0;
-  float kl_value = 0;
-  float valid = 0;
-  float clipped_low = 0;
-  float clipped_high = 0;
-  float dual_clipped = 0;
-  float neg_delta = 0;
+  float policy_value = 0; ///< unweighted surrogate values
+  float kl_value = 0;     ///< unweighted KL values
+  float neg_delta = 0;    ///< -(lp - old)
   float advantage = 0;
   float advantage_sq = 0;
-  float next_valid = 0;
+  unsigned valid_next = 0; ///< valid tokens of this row | valid tokens of the next row << 16
+  unsigned clipped = 0;    ///< clipped_low | clipped_high << 16
+  unsigned dual_clipped = 0;
+};
 
-  __device__ clipped_tile_sums& operator+=(const clipped_tile_sums& o) {
-    policy_value += o.policy_value;
-    kl_value += o.kl_value;
-    valid += o.valid;
-    clipped_low += o.clipped_low;
-    clipped_high += o.clipped_high;
-    dual_clipped += o.dual_clipped;
-    neg_delta += o.neg_delta;
-    advantage += o.advantage;
-    advantage_sq += o.advantage_sq;
-    next_valid += o.next_valid;
+/// Weighted sums of a row, of a block of rows of the reduction, or of the batch, in the
+/// tiled kernel: the fields of policy_token_sums that this path can make non-zero.
+struct tile_sums {
+  enum field : int {
+    policy_loss,
+    kl_loss,
+    valid,
+    clipped_low,
+    clipped_high,
+    dual_clipped,
+    neg_delta,
+    kl_value,
+    advantage,
+    advantage_sq,
+    fields
+  };
+  double v[fields] = {};
+
+  __device__ tile_sums& operator+=(const tile_sums& o) {
+#pragma unroll
+    for (int k = 0; k < fields; ++k) {
+      v[k] += o.v[k];
+    }
     return *this;
   }
 
-  /// The row's contribution to the objective's sums: loss terms times the row weight w.
-  [[nodiscard]] __device__ rlcore::detail::policy_token_sums weighted(double w,
-                                                                      double kl_beta) const {
+  /// The sums in the objective's layout (importance weight 1 and entropy kept per valid token).
+  [[nodiscard]] __device__ rlcore::detail::policy_token_sums objective_sums() const {
     rlcore::detail::policy_token_sums s{};
-    s.policy_loss = w * static_cast<double>(policy_value);
-    s.kl_loss = w * kl_beta * static_cast<double>(kl_value);
-    s.valid = valid;
-    s.clipped_low = clipped_low;
-    s.clipped_high = clipped_high;
-    s.dual_clipped = dual_clipped;
-    s.neg_delta = neg_delta;
-    s.kl_value = kl_value;
-    s.advantage = advantage;
-    s.advantage_sq = advantage_sq;
-    s.importance_weight = valid; // weight 1 per valid token (no correction)
-    s.entropy_kept = valid;      // no entropy masking
+    s.policy_loss = v[policy_loss];
+    s.kl_loss = v[kl_loss];
+    s.valid = v[valid];
+    s.clipped_low = v[clipped_low];
+    s.clipped_high = v[clipped_high];
+    s.dual_clipped = v[dual_clipped];
+    s.neg_delta = v[neg_delta];
+    s.kl_value = v[kl_value];
+    s.advantage = v[advantage];
+    s.advantage_sq = v[advantage_sq];
+    s.importance_weight = v[valid];
+    s.entropy_kept = v[valid];
     return s;
   }
 };
 
-/// Warp sum of the row sums (butterfly: every lane gets the total).
-__device__ inline clipped_tile_sums warp_sum(clipped_tile_sums s) {
+/// Scratch of the tiled kernel and of its reduction (in the objective's temporary storage): one
+/// slot per row, one per block of the reduction, the reduction's completion counter (zeroed by
+/// the tiled kernel) and the final sums.
+struct tile_scratch {
+  tile_sums* row_sums;
+  tile_sums* block_sums;
+  unsigned* counter;
+  rlcore::detail::policy_token_sums* result;
+};
+
+/// Sums the tiled kernel's row slots into s.result: block b sums rows [256 b, 256 b + 256) (cub
+/// block reduction, fixed order), the last block to finish (an integer counter) sums the block
+/// slots in a fixed order. The grid depends only on the number of rows: the same bits for any
+/// launch of the tiled kernel.
+__global__ void __launch_bounds__(block_threads)
+    tile_sums_reduce_kernel(index_t rows, tile_scratch s) {
+  using block_reduce = cub::BlockReduce<tile_sums, block_threads>;
+  __shared__ typename block_reduce::TempStorage storage;
+  __shared__ bool last;
+  const index_t row = static_cast<index_t>(blockIdx.x) * block_threads + threadIdx.x;
+  tile_sums mine;
+  if (row < rows) {
+    mine = s.row_sums[row];
+  }
+  const tile_sums block_total = block_reduce(storage).Reduce(mine, accumulate_op{});
+  if (threadIdx.x == 0) {
+    s.block_sums[blockIdx.x] = block_total;
+    __threadfence(); // the block slot is visible device-wide before the counter says so
+    last = atomicAdd(s.counter, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) {
+    return;
+  }
+  __threadfence();
+  tile_sums acc;
+  for (unsigned b = threadIdx.x; b < gridDim.x; b += block_threads) {
+#pragma unroll
+    for (int f = 0; f < tile_sums::fields; ++f) {
+      acc.v[f] += __ldcg(&s.block_sums[b].v[f]);
+    }
+  }
+  __syncthreads(); // storage is reused
+  const tile_sums total = block_reduce(storage).Reduce(acc, accumulate_op{});
+  if (threadIdx.x == 0) {
+    *s.result = total.objective_sums();
+  }
+}
+
+/// Sum over the warp of a lane's row sums (butterfly for the floats, fixed order: the same bits in
+/// every lane and for every launch shape; integer reductions for the counts).
+struct clipped_tile_totals {
+  float policy_value;
+  float kl_value;
+  float neg_delta;
+  float advantage;
+  float advantage_sq;
+  unsigned valid;
+  unsigned next_valid;
+  unsigned clipped_low;
+  unsigned clipped_high;
+  unsigned dual_clipped;
+
+  /// The row's contribution to the objective's sums: loss terms times the row weight w.
+  [[nodiscard]] __device__ tile_sums weighted(double w, double kl_beta) const {
+    tile_sums s;
+    s.v[tile_sums::policy_loss] = w * static_cast<double>(policy_value);
+    s.v[tile_sums::kl_loss] = w * kl_beta * static_cast<double>(kl_value);
+    s.v[tile_sums::valid] = valid;
+    s.v[tile_sums::clipped_low] = clipped_low;
+    s.v[tile_sums::clipped_high] = clipped_high;
+    s.v[tile_sums::dual_clipped] = dual_clipped;
+    s.v[tile_sums::neg_delta] = neg_delta;
+    s.v[tile_sums::kl_value] = kl_value;
+    s.v[tile_sums::advantage] = advantage;
+    s.v[tile_sums::advantage_sq] = advantage_sq;
+    return s;
+  }
+};
+
+__device__ inline clipped_tile_totals warp_sum(const clipped_tile_sums& s) {
+  float f[5] = {s.policy_value, s.kl_value, s.neg_delta, s.advantage, s.advantage_sq};
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) {
-    clipped_tile_sums o;
-    o.policy_value = __shfl_xor_sync(0xffffffffu, s.policy_value, offset);
-    o.kl_value = __shfl_xor_sync(0xffffffffu, s.kl_value, offset);
-    o.valid = __shfl_xor_sync(0xffffffffu, s.valid, offset);
-    o.clipped_low = __shfl_xor_sync(0xffffffffu, s.clipped_low, offset);
-    o.clipped_high = __shfl_xor_sync(0xffffffffu, s.clipped_high, offset);
-    o.dual_clipped = __shfl_xor_sync(0xffffffffu, s.dual_clipped, offset);
-    o.neg_delta = __shfl_xor_sync(0xffffffffu, s.neg_delta, offset);
-    o.advantage = __shfl_xor_sync(0xffffffffu, s.advantage, offset);
-    o.advantage_sq = __shfl_xor_sync(0xffffffffu, s.advantage_sq, offset);
-    o.next_valid = __shfl_xor_sync(0xffffffffu, s.next_valid, offset);
-    s += o;
+#pragma unroll
+    for (float& x : f) {
+      x += __shfl_xor_sync(0xffffffffu, x, offset);
+    }
   }
-  return s;
+  constexpr unsigned all = 0xffffffffu;
+  return {f[0],
+          f[1],
+          f[2],
+          f[3],
+          f[4],
+          __reduce_add_sync(all, s.valid_next & 0xFFFFu),
+          __reduce_add_sync(all, s.valid_next >> 16),
+          __reduce_add_sync(all, s.clipped & 0xFFFFu),
+          __reduce_add_sync(all, s.clipped >> 16),
+          __reduce_add_sync(all, s.dual_clipped)};
 }
 
 /// Tiled fast path of the fused objective for the clipped surrogate (PPO / GRPO) with an
 /// optional KL penalty, no entropy, no importance correction, fp32 padded rows that allow 16-byte
-/// access (float4_rows, mask4_rows) and share one row stride: the same composition of
-/// math/surrogate.hpp and math/kl.hpp as clipped_policy_rows_kernel / policy_token_pass for that
-/// configuration (KlK3: the estimator is k3, passed as a constant so that the estimator selects
-/// fold). A warp owns a row at a time (grid-stride over rows): per step each lane loads
-/// Config::groups float4s of every input and 4-byte mask words before any arithmetic, writes the
-/// gradient with 16-byte stores and keeps float sums; the lanes also count the valid tokens of the
-/// warp's next row, so its weight is known when it starts, and optionally ask L2 for that row. One
-/// warp reduction per row gives the row's sums, written to row_sums[i]; the slots are summed by a
-/// fixed-shape reduction, so the result does not depend on the grid: bitwise reproducible for any
-/// grid and stream.
-template <class Config, bool HasRef, bool KlK3, class Layout, class Views, class Grad>
+/// access (float4_rows, mask4_rows), share one row stride and have at most policy_tiles_max_cols
+/// tokens: the same composition of math/surrogate.hpp and math/kl.hpp as
+/// clipped_policy_rows_kernel / policy_token_pass for that configuration. Compile-time forms:
+/// KlK3, the estimator is k3 (its selects fold); Plain, no dual clip, no delta clip and no KL
+/// output clamp (their selects fold). A warp owns a row at a time (grid-stride over rows): per step
+/// each lane loads Config::groups float4s of every input and 4-byte mask words before any
+/// arithmetic, writes the gradient with 16-byte stores and keeps float sums and integer counts;
+/// the lanes also count the valid tokens of the warp's next row, so its weight is known when it
+/// starts. One warp reduction per row gives the row's sums, written to its slot; the slots are
+/// summed by tile_sums_reduce_kernel, whose shape depends only on the number of rows: bitwise
+/// reproducible for any grid and stream.
+template <class Config, bool HasRef, bool KlK3, bool Plain, class Layout, class Views, class Grad>
 __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
     clipped_policy_tiles_kernel(Layout layout, Views v, Grad grad,
-                                rlcore::detail::policy_params<float> p,
-                                rlcore::detail::policy_token_sums* row_sums) {
+                                rlcore::detail::policy_params<float> p, tile_scratch scratch) {
   constexpr int G = Config::groups;
   constexpr index_t step = index_t{32} * 4 * G; // tokens per warp step
   constexpr int warps = Config::threads / 32;
@@ -359,20 +457,26 @@ __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
   const bool count_rows = p.weights.divide_by_row_count && has_mask;
   const index_t stride = static_cast<index_t>(gridDim.x) * warps;
   index_t i = static_cast<index_t>(blockIdx.x) * warps + static_cast<index_t>(threadIdx.x) / 32;
-  float count = static_cast<float>(cols);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    *scratch.counter = 0; // tile_sums_reduce_kernel runs after this grid completes
+  }
+  unsigned count = static_cast<unsigned>(cols);
   if (count_rows && i < rows) {
-    int c = 0;
+    unsigned c = 0;
     for (index_t t = index_t{lane} * 4; t < cols; t += 32 * 4) {
-      c += count4(mask_word(&layout.mask(i, t)));
+      c += static_cast<unsigned>(count4(mask_word(&layout.mask(i, t))));
     }
-    count = static_cast<float>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(c)));
+    count = __reduce_add_sync(0xffffffffu, c);
   }
   const kl_estimator estimator = KlK3 ? kl_estimator::k3 : p.kl;
+  const float dual_clip = Plain ? 0.0f : p.dual_clip;
+  const float delta_clip = Plain ? 0.0f : p.delta_clip;
   for (; i < rows; i += stride) {
     const index_t next = i + stride;
     const bool count_next = count_rows && next < rows;
     const double weight_d = p.weights.row_weight(static_cast<double>(count));
     const auto weight = static_cast<float>(weight_d);
+    const float kl_weight = weight * p.kl_beta;
     // Every view (and the mask) has col_stride 1 and the same row stride on this path: token t
     // of row i of any of them is data[row + t].
     const index_t row = i * v.log_probs.row_stride;
@@ -383,7 +487,7 @@ __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
       float old[G][4];
       float adv[G][4];
       float ref[G][4];
-      bool valid[G][4];
+      unsigned word[G];
       unsigned next_word[G];
 #pragma unroll
       for (int g = 0; g < G; ++g) { // every load of the step before any arithmetic
@@ -396,7 +500,7 @@ __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
           if constexpr (HasRef) {
             load4(v.ref_log_probs.data + row + t, ref[g]);
           }
-          mask4(has_mask ? mask_word(layout.mask.data + row + t) : 0xFFFFFFFFu, valid[g]);
+          word[g] = has_mask ? mask_word(layout.mask.data + row + t) : 0xFFFFFFFFu;
           if (count_next) {
             next_word[g] = mask_word(layout.mask.data + next_row + t);
           }
@@ -408,42 +512,51 @@ __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
         if (t >= cols) {
           continue;
         }
-        sums.next_valid += static_cast<float>(count4(next_word[g]));
+        sums.valid_next += static_cast<unsigned>(count4(word[g]))
+                           + (static_cast<unsigned>(count4(next_word[g])) << 16);
+        bool valid[4];
+        mask4(word[g], valid);
         float gradient[4];
 #pragma unroll
         for (int b = 0; b < 4; ++b) {
-          // Masked slots may hold anything (inf, NaN): computed, then never used (select).
-          const bool ok = valid[g][b];
-          const float raw_delta = lp[g][b] - old[g][b];
+          // Masked slots may hold anything (inf, NaN): they enter as delta = 0, x = 0, A = 0.
+          const bool ok = valid[b];
+          const float raw_delta = ok ? lp[g][b] - old[g][b] : 0.0f;
+          const float advantage = ok ? adv[g][b] : 0.0f;
           const math::clamped_value<float> delta = math::clamp_log_ratio(raw_delta, p.clamp);
-          const math::surrogate_term<float> term = math::clipped_surrogate(
-              delta.value, adv[g][b], p.eps_low, p.eps_high, p.dual_clip, p.delta_clip);
+          const float ratio = math::exp_vectorizable_bounded(delta.value); // |delta| <= 80
+          const math::surrogate_term<float> term = math::clipped_surrogate_of_ratio(
+              ratio, advantage, p.eps_low, p.eps_high, dual_clip, delta_clip);
           float token_gradient = weight * term.gradient * delta.gate;
           if constexpr (HasRef) {
+            const float lp_minus_ref = ok ? lp[g][b] - ref[g][b] : 0.0f;
             math::value_and_gradient<float> kl =
-                math::kl_estimate(estimator, lp[g][b] - ref[g][b], raw_delta, p.clamp);
-            if (p.kl_output_clamp) {
-              kl = math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
+                math::kl_estimate_of_ratio(estimator, lp_minus_ref, ratio, delta.gate, p.clamp);
+            if constexpr (!Plain) {
+              if (p.kl_output_clamp) {
+                kl = math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
+                kl.value = ok ? kl.value : 0.0f;
+              }
             }
-            sums.kl_value += ok ? kl.value : 0.0f;
-            token_gradient += weight * p.kl_beta * kl.gradient;
+            sums.kl_value += kl.value;
+            token_gradient += kl_weight * kl.gradient;
           }
           gradient[b] = ok ? token_gradient : 0.0f;
-          sums.policy_value += ok ? term.value : 0.0f;
-          sums.valid += ok ? 1.0f : 0.0f;
-          sums.clipped_low += (ok && term.clipped_low) ? 1.0f : 0.0f;
-          sums.clipped_high += (ok && term.clipped_high) ? 1.0f : 0.0f;
-          sums.dual_clipped += (ok && term.dual_clipped) ? 1.0f : 0.0f;
-          sums.neg_delta -= ok ? raw_delta : 0.0f;
-          sums.advantage += ok ? adv[g][b] : 0.0f;
-          sums.advantage_sq += ok ? adv[g][b] * adv[g][b] : 0.0f;
+          sums.policy_value += term.value;
+          sums.clipped += (term.clipped_low ? 1u : 0u) + (term.clipped_high ? 0x10000u : 0u);
+          if constexpr (!Plain) {
+            sums.dual_clipped += term.dual_clipped ? 1u : 0u;
+          }
+          sums.neg_delta -= raw_delta;
+          sums.advantage += advantage;
+          sums.advantage_sq += advantage * advantage;
         }
         store4(grad.data + row + t, gradient);
       }
     }
-    const clipped_tile_sums total = warp_sum(sums);
+    const clipped_tile_totals total = warp_sum(sums);
     if (lane == 0) {
-      row_sums[i] = total.weighted(weight_d, static_cast<double>(p.kl_beta));
+      scratch.row_sums[i] = total.weighted(weight_d, static_cast<double>(p.kl_beta));
     }
     if (count_next) {
       count = total.next_valid;
