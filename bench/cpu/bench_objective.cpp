@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <memory>
 #include <random>
@@ -115,32 +116,58 @@ void parallel_copy(const std::vector<char>& src, std::vector<char>& dst, int thr
 
 // Best-of-10 time of a copy of `bytes` bytes with `threads` threads (the bandwidth floor of a
 // pass moving 2 * bytes).
-double floor_seconds(std::size_t bytes, int threads) {
+// Also the best CPU time of the calling thread (the whole copy when threads == 1).
+struct floor_times {
+  double wall = 1e30;
+  double thread_cpu = 1e30;
+};
+
+// CPU time consumed by the calling thread, in seconds (not advanced while it waits for a core).
+double thread_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
+}
+
+floor_times floor_seconds(std::size_t bytes, int threads) {
   std::vector<char> src(bytes, 1), dst(bytes, 0);
-  double best = 1e30;
+  floor_times best;
   for (int r = 0; r < 10; ++r) {
+    const double c0 = thread_cpu_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     parallel_copy(src, dst, threads);
     benchmark::DoNotOptimize(dst.data());
     benchmark::ClobberMemory();
     const auto t1 = std::chrono::steady_clock::now();
-    best = std::min(best, std::chrono::duration<double>(t1 - t0).count());
+    best.thread_cpu = std::min(best.thread_cpu, thread_cpu_seconds() - c0);
+    best.wall = std::min(best.wall, std::chrono::duration<double>(t1 - t0).count());
   }
   return best;
 }
 
 // Runs `call` in the benchmark loop, timing each iteration, and reports tokens/s and vs_floor
-// (against the copy with `threads` threads).
+// (against the copy with `threads` threads). With one thread also cpu_vs_floor: the best
+// thread-CPU time of a call over the copy's best (on a shared machine, where the wall time
+// includes waits for a core, the steadier comparison of the work itself).
 template <class Call>
 void run(benchmark::State& state, rlcore::index_t tokens, std::size_t bytes_moved, Call&& call,
          int threads = 1) {
-  const double floor = floor_seconds(bytes_moved / 2, threads);
+  const floor_times floor_time = floor_seconds(bytes_moved / 2, threads);
+  const double floor = floor_time.wall;
   double total = 0;
+  double best_cpu = 1e30;
   for (auto _ : state) {
+    const double c0 = thread_cpu_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     call();
     benchmark::ClobberMemory();
     total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best_cpu = std::min(best_cpu, thread_cpu_seconds() - c0);
+  }
+  if (threads == 1) {
+    state.counters["cpu_ns_per_token"] = best_cpu / double(tokens) * 1e9;
+    state.counters["cpu_floor_ns_per_token"] = floor_time.thread_cpu / double(tokens) * 1e9;
+    state.counters["cpu_vs_floor"] = best_cpu / floor_time.thread_cpu;
   }
   const double per_call = total / double(state.iterations());
   state.SetItemsProcessed(state.iterations() * tokens);
