@@ -119,36 +119,115 @@ __device__ inline void gae_cluster_barrier_relaxed() {
 #endif
 }
 
-/// Step 3 of the header comment, run by warp 0 of every CTA of a group of Cluster (rank `rank`):
-/// publishes the chunk's aggregate (lane 0, in `exchange`, this round's slot), passes the
-/// cluster barrier (which every other thread of the cluster passes too) and returns in every lane
-/// the same compositions, in chunk order: prefix = running o agg_0 o ... o agg_(rank-1) and, in
-/// `next_round`, prefix o agg_rank o ... o agg_(Cluster-1) (o = gae_then). Cluster == 1: no
-/// barrier (the caller's block barrier follows).
+/// A chunk aggregate as received from another CTA of the cluster (st.async: value and advantage
+/// as one 16-byte store, count as a 4-byte store).
+template <class C>
+struct alignas(16) gae_received_map {
+  C value;
+  C advantage;
+  int count;
+};
+
+/// Bytes one CTA sends to another per round (gae_exchange_aggregates).
+inline constexpr unsigned gae_sent_bytes = 2 * sizeof(double) + sizeof(int);
+
+/// Shared-memory address of a generic pointer to shared memory.
+__device__ inline unsigned gae_shared_address(const void* pointer) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(pointer));
+}
+
+/// Initialises the CTA's two exchange barriers (arrival count 1: the CTA's own expect_tx) and
+/// makes them visible to the cluster before any CTA sends (one cluster barrier, at kernel start).
+__device__ inline void gae_init_exchange(unsigned long long* barriers) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (threadIdx.x == 0) {
+    for (int b = 0; b < 2; ++b) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(gae_shared_address(&barriers[b]))
+                   : "memory");
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
+                   : "memory");
+#else
+  (void)barriers;
+#endif
+}
+
+/// Step 3 of the header comment, run by warp 0 of every CTA of a group of Cluster (rank `rank`),
+/// round `round` of the kernel: lanes q != rank send the chunk's aggregate to CTA q
+/// (st.async into its `received[round % 2][rank]`, completing bytes on its barrier
+/// `barriers[round % 2]`), then the warp waits until the Cluster - 1 aggregates sent to this CTA
+/// have arrived (no GPU-wide fence, no cluster barrier: the CTAs of a cluster stay at most one
+/// round apart, so two slots and barriers suffice). Returns in every lane the same compositions,
+/// in chunk order: prefix = running o agg_0 o ... o agg_(rank-1) and, in `next_round`, prefix o
+/// agg_rank o ... o agg_(Cluster-1) (o = gae_then).
 template <int Cluster, class C>
 __device__ math::gae_segment_map<C>
 gae_exchange_aggregates(const math::gae_segment_map<C>& running,
                         const math::gae_segment_map<C>& aggregate, const gae_then_op<C>& then,
-                        math::gae_segment_map<C>* exchange, int rank,
-                        math::gae_segment_map<C>& next_round) {
+                        gae_received_map<C> (*received)[Cluster], unsigned long long* barriers,
+                        int round, int rank, math::gae_segment_map<C>& next_round) {
   using map = math::gae_segment_map<C>;
   if constexpr (Cluster == 1) {
-    (void)exchange;
+    (void)received;
+    (void)barriers;
+    (void)round;
     (void)rank;
     next_round = then(running, aggregate);
     return running;
   } else {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    namespace cg = cooperative_groups;
-    const cg::cluster_group cluster = cg::this_cluster();
-    if (threadIdx.x == 0) {
-      *exchange = aggregate;
+    static_assert(sizeof(C) == sizeof(double), "the exchange sends two 8-byte carries");
+    const int slot = round & 1;
+    const unsigned parity = static_cast<unsigned>(round >> 1) & 1u;
+    const unsigned barrier = gae_shared_address(&barriers[slot]);
+    const auto lane = static_cast<int>(threadIdx.x % 32);
+    if (lane == 0) {
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier),
+                   "r"((Cluster - 1) * gae_sent_bytes)
+                   : "memory");
     }
-    cluster.sync(); // every CTA's aggregate of this round is published (release / acquire)
-    const auto lane = static_cast<int>(threadIdx.x);
-    map mine{};
-    if (lane < Cluster) {
-      mine = lane == rank ? aggregate : *cluster.map_shared_rank(exchange, lane);
+    if (lane < Cluster && lane != rank) {
+      unsigned remote_slot = 0;
+      unsigned remote_count = 0;
+      unsigned remote_barrier = 0;
+      const auto target = static_cast<unsigned>(lane);
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+                   : "=r"(remote_slot)
+                   : "r"(gae_shared_address(&received[slot][rank].value)), "r"(target));
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+                   : "=r"(remote_count)
+                   : "r"(gae_shared_address(&received[slot][rank].count)), "r"(target));
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+                   : "=r"(remote_barrier)
+                   : "r"(barrier), "r"(target));
+      const double value = aggregate.value;
+      const double advantage = aggregate.advantage;
+      asm volatile(
+          "st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f64 [%0], {%1, %2}, [%3];" ::
+              "r"(remote_slot),
+          "d"(value), "d"(advantage), "r"(remote_barrier)
+          : "memory");
+      asm volatile(
+          "st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(
+              remote_count),
+          "r"(aggregate.count), "r"(remote_barrier)
+          : "memory");
+    }
+    unsigned arrived = 0;
+    while (arrived == 0) {
+      asm volatile("{\n\t.reg .pred done;\n\t"
+                   "mbarrier.try_wait.parity.shared::cta.b64 done, [%1], %2;\n\t"
+                   "selp.u32 %0, 1, 0, done;\n\t}"
+                   : "=r"(arrived)
+                   : "r"(barrier), "r"(parity)
+                   : "memory");
+    }
+    map mine = aggregate;
+    if (lane < Cluster && lane != rank) {
+      const gae_received_map<C>& got = received[slot][lane];
+      mine = map{got.count, got.value, got.advantage};
     }
     map prefix = running;
     map all = running;
@@ -169,7 +248,9 @@ gae_exchange_aggregates(const math::gae_segment_map<C>& running,
     (void)running;
     (void)aggregate;
     (void)then;
-    (void)exchange;
+    (void)received;
+    (void)barriers;
+    (void)round;
     (void)rank;
     (void)next_round;
     __trap(); // the launch checks that the kernel has sm_90 code before asking for clusters
@@ -214,14 +295,20 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
   __shared__ map next_running;
   __shared__ C low[64];          // (gamma lambda)^j
   __shared__ C high[high_count]; // (gamma lambda)^(64 h)
-  __shared__ map exchange[2];    // this CTA's aggregate, by round parity (read by the cluster)
+  // Aggregates received from the other CTAs of the cluster, by round parity, and their barriers.
+  __shared__ gae_received_map<C> received[2][Cluster];
+  __shared__ unsigned long long received_barriers[2];
   const C gamma_lambda = gamma * lambda;
   if (threadIdx.x < 64) {
     low[threadIdx.x] = math::gae_power(gamma_lambda, static_cast<int>(threadIdx.x));
   } else if (threadIdx.x < 64 + high_count) {
     high[threadIdx.x - 64] = math::gae_power(gamma_lambda, 64 * static_cast<int>(threadIdx.x - 64));
   }
-  __syncthreads();
+  if constexpr (Cluster > 1) {
+    gae_init_exchange(received_barriers); // also a block barrier for the tables
+  } else {
+    __syncthreads();
+  }
   const gae_then_op<C> then{gamma, gamma_lambda, low, high};
   const auto rank = static_cast<int>(blockIdx.x % Cluster);
   const index_t piece = index_t{Threads} - 1 - static_cast<index_t>(threadIdx.x);
@@ -278,20 +365,16 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
         aggregate.count = __shfl_sync(0xFFFFFFFFu, warp_inclusive.count, warps - 1);
         aggregate.value = __shfl_sync(0xFFFFFFFFu, warp_inclusive.value, warps - 1);
         aggregate.advantage = __shfl_sync(0xFFFFFFFFu, warp_inclusive.advantage, warps - 1);
-        // Step 3 (the cluster barrier inside is passed by the other warps below).
+        // Step 3.
         map round_map{};
-        const map prefix = gae_exchange_aggregates<Cluster>(running, aggregate, then,
-                                                            &exchange[round & 1], rank, round_map);
+        const map prefix = gae_exchange_aggregates<Cluster>(
+            running, aggregate, then, received, received_barriers, round, rank, round_map);
         if (lane < warps) {
           warp_prefixes[lane] = lane == 0 ? prefix : then(prefix, warp_exclusive);
         }
         if (lane == 0) {
           next_running = round_map;
         }
-      } else if constexpr (Cluster > 1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        cooperative_groups::this_cluster().sync(); // the barrier of gae_exchange_aggregates
-#endif
       }
       __syncthreads();
       running = next_running;
@@ -331,7 +414,7 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
     }
   }
   if constexpr (Cluster > 1) {
-    gae_cluster_barrier_relaxed(); // no CTA exits while another may still read its exchange
+    gae_cluster_barrier_relaxed(); // no CTA exits while another may still send to it
   }
 }
 
