@@ -14,8 +14,9 @@
 //   2. exclusive scan of the piece maps (gae_then, with (gamma lambda)^k from two small tables of
 //      the CTA in shared memory): cub::WarpScan within each warp, then warp 0 scans the warp
 //      aggregates -> the chunk's aggregate map and, per warp, the map of the later warps,
-//   3. warp 0 of every CTA exchanges the round's chunk aggregates through distributed shared
-//      memory (one cluster barrier) and composes, in the same fixed order, the map of the later
+//   3. warp 0 of every CTA sends its chunk aggregate to the other CTAs of the cluster
+//      (st.async into their shared memory, completing bytes on their mbarrier: no GPU-wide fence),
+//      waits for theirs and composes, in the same fixed order, the map of the later
 //      rounds with the aggregates of the later chunks (the chunk's prefix) and with all of them
 //      (the map of the next round); it composes each warp's map with the prefix (block barrier),
 //   4. every thread composes its warp's map with its exclusive map within the warp and walks its
