@@ -31,7 +31,6 @@
 #include "../../../math/advantage.hpp"
 #include "vector_rows.cuh"
 
-#include <cooperative_groups.h>
 #include <cub/warp/warp_scan.cuh>
 
 namespace rlcore::cuda::detail {
