@@ -492,16 +492,18 @@ TEST_CASE("fused objective is bitwise reproducible across grids, streams and run
   RLCORE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
-TEST_CASE("fused objective: kernel shapes with one float4 group per lane give the same bits") {
-  // Every such shape gives lane l of a warp the tokens 128 s + 4 l .. + 3 of step s of its row and
-  // sums them in the same order, so block size and registers per thread must not change a bit.
+TEST_CASE(
+    "fused objective: kernel shapes with the same float4 groups per lane give the same bits") {
+  // Every shape with one group gives lane l of a warp the tokens 128 s + 4 l .. + 3 of step s of
+  // its row and sums them in the same order, so block size and registers per thread must not change
+  // a bit; likewise among two-group shapes.
   using rlcore::cuda::detail::tile_config;
   for (index_t cols : {index_t{1024}, index_t{2052}, index_t{12}}) {
     const token_batch b(37, cols, 40 + static_cast<unsigned>(cols));
     int index = 0;
     for (const auto& o : clipped_option_sets()) {
       INFO("T = ", cols, ", option set ", index++);
-      const auto reference = gpu_objective(b, o, true, false); // default_tile_config
+      const auto reference = gpu_objective<tile_config<256, 1, 4>>(b, o, true, false);
       compare(reference, cpu_objective(b, o, true, false));
       for (const auto& other : {gpu_objective<tile_config<256, 1, 3>>(b, o, true, false),
                                 gpu_objective<tile_config<128, 1, 6>>(b, o, true, false),
@@ -509,6 +511,14 @@ TEST_CASE("fused objective: kernel shapes with one float4 group per lane give th
         CHECK(std::memcmp(&other.result, &reference.result, sizeof(other.result)) == 0);
         CHECK(bitwise_equal(other.grad, reference.grad));
       }
+      // Two groups per lane (the default): lane l holds tokens 256 s + 4 l .. + 3 and
+      // 256 s + 128 + 4 l .. + 3 of step s, whatever the block size.
+      const auto two_groups = gpu_objective(b, o, true, false); // default_tile_config
+      compare(two_groups, cpu_objective(b, o, true, false));
+      const auto two_groups_small = gpu_objective<tile_config<64, 2, 8>>(b, o, true, false, {5});
+      CHECK(std::memcmp(&two_groups_small.result, &two_groups.result, sizeof(two_groups.result))
+            == 0);
+      CHECK(bitwise_equal(two_groups_small.grad, two_groups.grad));
     }
   }
 }
