@@ -169,12 +169,10 @@ struct policy_row_pass {
 /// stride (read token by token).
 template <class View>
 RLCORE_DETAIL_FORCE_INLINE auto* contiguous_row(const View& view, index_t i, index_t t0) {
-  if constexpr (!is_present<View>) {
-    return static_cast<const float*>(nullptr);
-  } else if constexpr (requires { view.flat.stride; }) {
+  if constexpr (is_present<View> && requires { view.flat.stride; }) {
     using pointer = decltype(&view(i, t0));
     return view.flat.stride == 1 ? &view(i, t0) : pointer(nullptr);
-  } else if constexpr (requires { view.col_stride; }) {
+  } else if constexpr (is_present<View> && requires { view.col_stride; }) {
     using pointer = decltype(&view(i, t0));
     return view.col_stride == 1 ? &view(i, t0) : pointer(nullptr);
   } else {
@@ -191,7 +189,9 @@ RLCORE_DETAIL_FORCE_INLINE void prefetch_elements(E* p, index_t t) {
   constexpr auto bytes = std::uintptr_t(Count) * sizeof(E);
   const auto address = reinterpret_cast<std::uintptr_t>(p) + std::uintptr_t(t) * sizeof(E);
   for (std::uintptr_t offset = 0; offset < bytes; offset += line) {
-    __builtin_prefetch(reinterpret_cast<const void*>(address + offset));
+    // An integer address: it may lie past the row's end, where pointer arithmetic is undefined.
+    __builtin_prefetch(
+        reinterpret_cast<const void*>(address + offset)); // NOLINT(performance-no-int-to-ptr)
   }
 #else
   static_cast<void>(p);
