@@ -56,6 +56,27 @@ __global__ void gae_bytes_reference(const float4* rewards, const float4* values,
   __stcs(returns + k, make_float4(a.x + v.x, a.y + v.y, a.z + v.z, a.w + v.w));
 }
 
+/// Mean time (ms) of one of `calls` enqueues captured in a CUDA graph, timed as time_ms of the
+/// graph launch divided by `calls`: what is left of a call without per-launch host overhead.
+double graph_ms_per_call(int calls, int reps,
+                         const std::function<void(int, cudaStream_t)>& enqueue) {
+  cudaStream_t stream{};
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph{};
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int k = 0; k < calls; ++k) {
+    enqueue(k, stream);
+  }
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec{};
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  const double ms = time_ms([&](int) { CHECK_CUDA(cudaGraphLaunch(exec, nullptr)); }, reps) / calls;
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  return ms;
+}
+
 // --- GAE, 256 x 8192 tokens: r, V (fp32), mask (u8) in; A, returns (fp32) out: 17 B/token ----
 // 4 input/output sets of 36 MB (rotated: one set fits in L2).
 void bench_gae(rlcore::device_context& ctx, bool quick) {
@@ -130,26 +151,9 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
          bytes, "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_fused));
   // The same calls captured in a CUDA graph (50 calls per graph, rotating the 4 sets): what is
   // left when the per-launch host and queue overhead is gone.
-  {
-    const int per_graph = 50;
-    cudaStream_t stream{};
-    CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    cudaGraph_t graph{};
-    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    for (int k = 0; k < per_graph; ++k) {
-      fused_call({}, k, stream);
-    }
-    CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-    cudaGraphExec_t exec{};
-    CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    const double ms_graph =
-        time_ms([&](int) { CHECK_CUDA(cudaGraphLaunch(exec, nullptr)); }, quick ? 2 : 5)
-        / per_graph;
-    record("  fused, default shape, 50 calls in a CUDA graph (per call)", ms_graph, bytes);
-    CHECK_CUDA(cudaGraphExecDestroy(exec));
-    CHECK_CUDA(cudaGraphDestroy(graph));
-    CHECK_CUDA(cudaStreamDestroy(stream));
-  }
+  const double ms_graph = graph_ms_per_call(
+      50, quick ? 2 : 5, [&](int k, cudaStream_t stream) { fused_call({}, k, stream); });
+  record("  fused, default shape, 50 calls in a CUDA graph (per call)", ms_graph, bytes);
   record("  fused, one block per row (cluster 1)", fused_ms({8, 1 << 16, 1}), bytes);
   record("  fused, 2-CTA clusters per row", fused_ms({8, 1 << 16, 2}), bytes);
   record("  fused, 4-CTA clusters per row (1024 CTAs: more than fit at once)",
@@ -179,27 +183,10 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
   const double ms_empty = time_ms([&](int) { empty_kernel<<<1, 32>>>(); }, quick ? 5 : 50);
   std::printf("  (an empty kernel back to back: %.4f ms per launch)\n", ms_empty);
   results.push_back({"empty kernel launch", ms_empty, 0, 0, ""});
-  {
-    const int per_graph = 50;
-    cudaStream_t stream{};
-    CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    cudaGraph_t graph{};
-    CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    for (int k = 0; k < per_graph; ++k) {
-      empty_kernel<<<1, 32, 0, stream>>>();
-    }
-    CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-    cudaGraphExec_t exec{};
-    CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-    const double ms_graph =
-        time_ms([&](int) { CHECK_CUDA(cudaGraphLaunch(exec, nullptr)); }, quick ? 2 : 5)
-        / per_graph;
-    std::printf("  (an empty kernel in a CUDA graph: %.4f ms per launch)\n", ms_graph);
-    results.push_back({"empty kernel launch in a CUDA graph", ms_graph, 0, 0, ""});
-    CHECK_CUDA(cudaGraphExecDestroy(exec));
-    CHECK_CUDA(cudaGraphDestroy(graph));
-    CHECK_CUDA(cudaStreamDestroy(stream));
-  }
+  const double ms_empty_graph = graph_ms_per_call(
+      50, quick ? 2 : 5, [](int, cudaStream_t stream) { empty_kernel<<<1, 32, 0, stream>>>(); });
+  std::printf("  (an empty kernel in a CUDA graph: %.4f ms per launch)\n", ms_empty_graph);
+  results.push_back({"empty kernel launch in a CUDA graph", ms_empty_graph, 0, 0, ""});
 }
 
 } // namespace

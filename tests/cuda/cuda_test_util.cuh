@@ -7,6 +7,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
@@ -60,6 +62,33 @@ bool bitwise_equal(const std::vector<T>& a, const std::vector<T>& b) {
 inline bool close(double a, double b, double rel, double floor = 1.0) {
   const double scale = std::abs(b) > floor ? std::abs(b) : floor;
   return std::abs(a - b) <= rel * scale;
+}
+
+/// A device_vector as an rlcore rows x cols row-major matrix view in device memory.
+template <class T>
+auto dmat(thrust::device_vector<T>& d, rlcore::index_t rows, rlcore::index_t cols) {
+  return rlcore::make_matrix_view<rlcore::device_space>(thrust::raw_pointer_cast(d.data()), rows,
+                                                        cols);
+}
+template <class T>
+auto dmat(const thrust::device_vector<T>& d, rlcore::index_t rows, rlcore::index_t cols) {
+  return rlcore::make_matrix_view<rlcore::device_space>(thrust::raw_pointer_cast(d.data()), rows,
+                                                        cols);
+}
+
+inline std::vector<double> as_double(const std::vector<float>& x) {
+  return {x.begin(), x.end()};
+}
+
+/// max_k |gpu_k - cpu_k| / max(1, max_k |cpu_k|): the GPU's error relative to the CPU's scale.
+inline double scaled_error(const std::vector<float>& gpu, const std::vector<double>& cpu) {
+  double scale = 1;
+  double err = 0;
+  for (std::size_t k = 0; k < cpu.size(); ++k) {
+    scale = std::max(scale, std::abs(cpu[k]));
+    err = std::max(err, std::abs(double(gpu[k]) - cpu[k]));
+  }
+  return err / scale;
 }
 
 } // namespace rlcore_test

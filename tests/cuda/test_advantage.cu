@@ -39,10 +39,6 @@ struct batch {
   }
 };
 
-std::vector<double> as_double(const std::vector<float>& x) {
-  return {x.begin(), x.end()};
-}
-
 /// max_k |a_k - b_k| / max(1, max_k |b_k|): agreement relative to the data's scale.
 double relative_error(const std::vector<float>& device, const std::vector<double>& host) {
   double worst = 0;
@@ -54,15 +50,6 @@ double relative_error(const std::vector<float>& device, const std::vector<double
     worst = std::max(worst, std::abs(double(device[k]) - host[k]));
   }
   return worst / scale;
-}
-
-template <class T>
-auto dmat(thrust::device_vector<T>& d, index_t rows, index_t cols) {
-  return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(d.data()), rows, cols);
-}
-template <class T>
-auto dmat(const thrust::device_vector<T>& d, index_t rows, index_t cols) {
-  return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(d.data()), rows, cols);
 }
 
 } // namespace

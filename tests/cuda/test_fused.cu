@@ -5,7 +5,7 @@
 //   rlcore::cuda::policy_objective's tiled clipped-surrogate kernel (kernels/policy_kernels.cuh):
 //   several option sets and row lengths, masked garbage, bitwise equal across grids, streams
 //   and runs.
-#include "cuda_test_util.cuh"
+#include "gae_test_util.cuh"
 
 #include <rlcore/backend/cuda/advantage.cuh>
 #include <rlcore/backend/cuda/policy.cuh>
@@ -21,89 +21,6 @@ using namespace rlcore_test;
 namespace {
 
 rlcore::device_context ctx{};
-
-template <class T>
-auto dmat(thrust::device_vector<T>& d, index_t rows, index_t cols) {
-  return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(d.data()), rows, cols);
-}
-template <class T>
-auto dmat(const thrust::device_vector<T>& d, index_t rows, index_t cols) {
-  return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(d.data()), rows, cols);
-}
-
-std::vector<double> as_double(const std::vector<float>& x) {
-  return {x.begin(), x.end()};
-}
-
-/// max_k |gpu_k - cpu_k| / max(1, max_k |cpu_k|).
-double scaled_error(const std::vector<float>& gpu, const std::vector<double>& cpu) {
-  double scale = 1;
-  double err = 0;
-  for (std::size_t k = 0; k < cpu.size(); ++k) {
-    scale = std::max(scale, std::abs(cpu[k]));
-    err = std::max(err, std::abs(double(gpu[k]) - cpu[k]));
-  }
-  return err / scale;
-}
-
-/// A padded GAE batch with multi-turn masks: interior holes, ragged ends, one all-masked row,
-/// one row with a single valid token.
-struct gae_batch {
-  index_t rows;
-  index_t cols;
-  std::vector<std::uint8_t> mask;
-  std::vector<float> rewards;
-  std::vector<float> values;
-
-  gae_batch(index_t n, index_t t, unsigned seed)
-      : rows(n), cols(t), mask(bernoulli<std::uint8_t>(n * t, 0.8, seed)),
-        rewards(uniform<float>(n * t, -1.0, 1.0, seed + 1)),
-        values(uniform<float>(n * t, -2.0, 2.0, seed + 2)) {
-    for (index_t k = 0; k < t; ++k) {
-      mask[1 * t + k] = 0;                                // row 1: all masked
-      mask[2 * t + k] = k == t / 2 ? 1 : 0;               // row 2: one valid token
-      mask[3 * t + k] = k < t - 37 ? mask[3 * t + k] : 0; // row 3: ragged end
-    }
-  }
-};
-
-struct gae_outputs {
-  std::vector<float> advantages;
-  std::vector<float> returns;
-};
-
-/// The CPU reference: rlcore::gae_advantages in double on the same fp32 values.
-void cpu_gae(const gae_batch& b, const rlcore::gae_options& o, std::vector<double>& a,
-             std::vector<double>& ret) {
-  const auto r = as_double(b.rewards);
-  const auto v = as_double(b.values);
-  a.assign(b.rows * b.cols, 0.0);
-  ret.assign(b.rows * b.cols, 0.0);
-  auto av = rlcore::make_matrix_view(a.data(), b.rows, b.cols);
-  auto rv = rlcore::make_matrix_view(ret.data(), b.rows, b.cols);
-  rlcore::gae_advantages(rlcore::padded(rlcore::make_matrix_view(b.mask.data(), b.rows, b.cols)),
-                         rlcore::make_matrix_view(r.data(), b.rows, b.cols),
-                         rlcore::make_matrix_view(v.data(), b.rows, b.cols), av, rv, o);
-}
-
-/// The fused GPU GAE on the batch, with a launch shape and a stream.
-gae_outputs gpu_gae(const gae_batch& b, const rlcore::gae_options& o,
-                    const rlcore::cuda::detail::gae_launch& launch = {},
-                    cudaStream_t stream = nullptr) {
-  const auto dmask = to_device(b.mask);
-  const auto dr = to_device(b.rewards);
-  const auto dv = to_device(b.values);
-  thrust::device_vector<float> da(b.rows * b.cols, 9.0f);
-  thrust::device_vector<float> dret(b.rows * b.cols, 9.0f);
-  auto av = dmat(da, b.rows, b.cols);
-  auto rv = dmat(dret, b.rows, b.cols);
-  rlcore::device_context c{stream};
-  rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(dmat(dmask, b.rows, b.cols)),
-                                    dmat(dr, b.rows, b.cols), dmat(dv, b.rows, b.cols), av, rv, o,
-                                    c, launch);
-  RLCORE_CUDA_CHECK(cudaStreamSynchronize(stream));
-  return {to_host(da), to_host(dret)};
-}
 
 } // namespace
 
@@ -123,12 +40,7 @@ TEST_CASE("fused GAE matches the CPU: 16-byte path, per-element path, every laun
       const auto out = gpu_gae(b, options, launch);
       CHECK(scaled_error(out.advantages, ha) < 1e-6);
       CHECK(scaled_error(out.returns, hret) < 1e-6);
-      bool masked_zero = true;
-      for (std::size_t k = 0; k < b.mask.size(); ++k) {
-        masked_zero = masked_zero
-                      && (b.mask[k] != 0 || (out.advantages[k] == 0.0f && out.returns[k] == 0.0f));
-      }
-      CHECK(masked_zero);
+      CHECK(masked_slots_zero(b, out));
     }
   }
 }

@@ -4,7 +4,7 @@
 // paths, packed rows, rows shorter and longer than one chunk and than one round of the cluster,
 // rows of length 1 and 0 valid tokens, chunk boundaries at masked tokens and whole masked
 // chunks, many rows x long rows; bitwise equal across cluster sizes, grids, streams and runs.
-#include "cuda_test_util.cuh"
+#include "gae_test_util.cuh"
 
 #include <rlcore/backend/cuda/advantage.cuh>
 
@@ -18,116 +18,23 @@ using namespace rlcore_test;
 
 namespace {
 
-template <class T>
-auto dmat(thrust::device_vector<T>& d, index_t rows, index_t cols) {
-  return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(d.data()), rows, cols);
-}
-template <class T>
-auto dmat(const thrust::device_vector<T>& d, index_t rows, index_t cols) {
-  return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(d.data()), rows, cols);
-}
-
 constexpr index_t chunk8 = 256 * 8;   ///< tokens per CTA with 8 tokens per thread
 constexpr index_t chunk16 = 256 * 16; ///< tokens per CTA with 16 tokens per thread
 
-/// A padded batch with multi-turn masks (interior holes at rate 1 - keep), plus: row 1 all
-/// masked, row 2 one valid token, row 3 a ragged end (when the batch has those rows).
-struct batch {
-  index_t rows;
-  index_t cols;
-  std::vector<std::uint8_t> mask;
-  std::vector<float> rewards;
-  std::vector<float> values;
-
-  batch(index_t n, index_t t, unsigned seed, double keep = 0.8)
-      : rows(n), cols(t), mask(bernoulli<std::uint8_t>(n * t, keep, seed)),
-        rewards(uniform<float>(n * t, -1.0, 1.0, seed + 1)),
-        values(uniform<float>(n * t, -2.0, 2.0, seed + 2)) {
-    for (index_t k = 0; k < t; ++k) {
-      if (n > 1) {
-        mask[1 * t + k] = 0;
-      }
-      if (n > 2) {
-        mask[2 * t + k] = k == t / 3 ? 1 : 0;
-      }
-      if (n > 3) {
-        mask[3 * t + k] = k < t - 37 ? mask[3 * t + k] : 0;
-      }
-    }
-  }
-};
-
-struct outputs {
-  std::vector<float> advantages;
-  std::vector<float> returns;
-};
-
-/// rlcore::gae_advantages on the CPU in double on the same fp32 values.
-void cpu_gae(const batch& b, const rlcore::gae_options& o, std::vector<double>& a,
-             std::vector<double>& ret) {
-  const std::vector<double> r(b.rewards.begin(), b.rewards.end());
-  const std::vector<double> v(b.values.begin(), b.values.end());
-  a.assign(b.rows * b.cols, 0.0);
-  ret.assign(b.rows * b.cols, 0.0);
-  auto av = rlcore::make_matrix_view(a.data(), b.rows, b.cols);
-  auto rv = rlcore::make_matrix_view(ret.data(), b.rows, b.cols);
-  rlcore::gae_advantages(rlcore::padded(rlcore::make_matrix_view(b.mask.data(), b.rows, b.cols)),
-                         rlcore::make_matrix_view(r.data(), b.rows, b.cols),
-                         rlcore::make_matrix_view(v.data(), b.rows, b.cols), av, rv, o);
-}
-
-/// The fused GPU GAE of `launch`'s shape on the batch (outputs pre-filled with garbage).
-outputs gpu_gae(const batch& b, const rlcore::gae_options& o, const gae_launch& launch,
-                cudaStream_t stream = nullptr) {
-  const auto dmask = to_device(b.mask);
-  const auto dr = to_device(b.rewards);
-  const auto dv = to_device(b.values);
-  thrust::device_vector<float> da(b.rows * b.cols, 9.0f);
-  thrust::device_vector<float> dret(b.rows * b.cols, 9.0f);
-  auto av = dmat(da, b.rows, b.cols);
-  auto rv = dmat(dret, b.rows, b.cols);
-  const rlcore::device_context c{stream};
-  rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(dmat(dmask, b.rows, b.cols)),
-                                    dmat(dr, b.rows, b.cols), dmat(dv, b.rows, b.cols), av, rv, o,
-                                    c, launch);
-  RLCORE_CUDA_CHECK(cudaStreamSynchronize(stream));
-  return {to_host(da), to_host(dret)};
-}
-
-/// max_k |gpu_k - cpu_k| / max(1, max_k |cpu_k|).
-double scaled_error(const std::vector<float>& gpu, const std::vector<double>& cpu) {
-  double scale = 1;
-  double err = 0;
-  for (std::size_t k = 0; k < cpu.size(); ++k) {
-    scale = std::max(scale, std::abs(cpu[k]));
-    err = std::max(err, std::abs(double(gpu[k]) - cpu[k]));
-  }
-  return err / scale;
-}
-
-bool masked_slots_zero(const batch& b, const outputs& out) {
-  for (std::size_t k = 0; k < b.mask.size(); ++k) {
-    if (b.mask[k] == 0 && (out.advantages[k] != 0.0f || out.returns[k] != 0.0f)) {
-      return false;
-    }
-  }
-  return true;
-}
-
 /// Checks `b` on every cluster size for `items`: within 1e-6 of the CPU (scaled), masked slots
 /// 0, and the same bits for every cluster size and CTA cap.
-void check_every_cluster(const batch& b, const rlcore::gae_options& options, int items) {
+void check_every_cluster(const gae_batch& b, const rlcore::gae_options& options, int items) {
   std::vector<double> ha;
   std::vector<double> hret;
   cpu_gae(b, options, ha, hret);
-  const outputs reference = gpu_gae(b, options, gae_launch{items, 1 << 16, 1});
+  const gae_outputs reference = gpu_gae(b, options, gae_launch{items, 1 << 16, 1});
   CHECK(scaled_error(reference.advantages, ha) < 1e-6);
   CHECK(scaled_error(reference.returns, hret) < 1e-6);
   CHECK(masked_slots_zero(b, reference));
   for (const int cluster : {0, 2, 4, 8}) {
     for (const index_t max_blocks : {index_t{1}, index_t{8}, index_t{1} << 16}) {
       INFO("items ", items, ", cluster ", cluster, ", max blocks ", max_blocks);
-      const outputs out = gpu_gae(b, options, gae_launch{items, max_blocks, cluster});
+      const gae_outputs out = gpu_gae(b, options, gae_launch{items, max_blocks, cluster});
       CHECK(bitwise_equal(out.advantages, reference.advantages));
       CHECK(bitwise_equal(out.returns, reference.returns));
     }
@@ -187,12 +94,12 @@ TEST_CASE("GAE across CTAs matches the CPU, the same bits for every cluster size
   for (const index_t cols : {index_t{8192}, index_t{20000}, index_t{4100}, index_t{2048},
                              index_t{2052}, index_t{2049}, index_t{12}}) {
     INFO("T = ", cols);
-    const batch b(9, cols, 100 + static_cast<unsigned>(cols));
+    const gae_batch b(9, cols, 100 + static_cast<unsigned>(cols));
     check_every_cluster(b, options, 8);
   }
   for (const index_t cols : {4 * chunk16, index_t{9000}}) {
     INFO("T = ", cols);
-    const batch b(6, cols, 200 + static_cast<unsigned>(cols));
+    const gae_batch b(6, cols, 200 + static_cast<unsigned>(cols));
     check_every_cluster(b, options, 16);
   }
 }
@@ -200,7 +107,7 @@ TEST_CASE("GAE across CTAs matches the CPU, the same bits for every cluster size
 TEST_CASE("GAE across CTAs: chunk and piece boundaries at masked tokens, whole masked chunks") {
   const rlcore::gae_options options{0.97, 0.9};
   const index_t cols = 6 * chunk8 + 100; // 4 chunks from the end in the first round of 4 CTAs
-  batch b(4, cols, 7, 0.95);
+  gae_batch b(4, cols, 7, 0.95);
   for (index_t i = 0; i < b.rows; ++i) {
     std::uint8_t* row = &b.mask[i * cols];
     for (index_t k = 0; k <= 6; ++k) { // the tokens on both sides of every chunk boundary
@@ -227,11 +134,11 @@ TEST_CASE("GAE across CTAs: chunk and piece boundaries at masked tokens, whole m
 
 TEST_CASE("GAE across CTAs: many rows x long rows, bitwise repeatable across streams and runs") {
   const rlcore::gae_options options{0.999, 0.97};
-  const batch b(300, 3 * chunk8 + 512, 31);
+  const gae_batch b(300, 3 * chunk8 + 512, 31);
   std::vector<double> ha;
   std::vector<double> hret;
   cpu_gae(b, options, ha, hret);
-  const outputs reference = gpu_gae(b, options, gae_launch{});
+  const gae_outputs reference = gpu_gae(b, options, gae_launch{});
   CHECK(scaled_error(reference.advantages, ha) < 1e-6);
   CHECK(scaled_error(reference.returns, hret) < 1e-6);
   CHECK(masked_slots_zero(b, reference));
@@ -240,7 +147,7 @@ TEST_CASE("GAE across CTAs: many rows x long rows, bitwise repeatable across str
   for (const int cluster : {1, 2, 4, 8}) {
     for (int run = 0; run < 2; ++run) {
       INFO("cluster ", cluster, ", run ", run);
-      const outputs out = gpu_gae(b, options, gae_launch{8, 1 << 16, cluster}, stream);
+      const gae_outputs out = gpu_gae(b, options, gae_launch{8, 1 << 16, cluster}, stream);
       CHECK(bitwise_equal(out.advantages, reference.advantages));
       CHECK(bitwise_equal(out.returns, reference.returns));
     }
@@ -259,7 +166,7 @@ TEST_CASE(
     offsets.push_back(offsets.back() + len);
   }
   const index_t total = offsets.back();
-  batch twin(n, cols, 41);
+  gae_batch twin(n, cols, 41);
   std::fill(twin.mask.begin(), twin.mask.end(), 0);
   const auto flat_r = uniform<float>(total, -1, 1, 42);
   const auto flat_v = uniform<float>(total, -1, 1, 43);

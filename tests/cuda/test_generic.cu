@@ -28,16 +28,6 @@ std::vector<double> dbl(const std::vector<float>& x) {
   return {x.begin(), x.end()};
 }
 
-double scaled_error(const std::vector<float>& gpu, const std::vector<double>& cpu) {
-  double scale = 1;
-  double err = 0;
-  for (std::size_t k = 0; k < cpu.size(); ++k) {
-    scale = std::max(scale, std::abs(cpu[k]));
-    err = std::max(err, std::abs(double(gpu[k]) - cpu[k]));
-  }
-  return err / scale;
-}
-
 template <class T>
 auto dm(const thrust::device_vector<T>& d, index_t r = rows, index_t c = cols) {
   return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(d.data()), r, c);

@@ -367,11 +367,8 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
   thrust::device_vector<float> dlp(slots, -7.0f);
   T* grad_ptr =
       in_place ? thrust::raw_pointer_cast(d.data()) : thrust::raw_pointer_cast(dgrad.data());
-  const auto layout = rlcore::cuda::padded(
-      rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(dmask.data()), n, t_len));
-  auto mat = [&](const auto& v) {
-    return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(v.data()), n, t_len);
-  };
+  const auto layout = rlcore::cuda::padded(dmat(dmask, n, t_len));
+  auto mat = [&](const auto& v) { return dmat(v, n, t_len); };
   rlcore::logits_options logits_opts;
   logits_opts.temperature = tau;
   const auto result = rlcore::cuda::detail::fused_policy_loss_from_logits(
@@ -532,11 +529,8 @@ TEST_CASE_TEMPLATE("fused GRPO from logits: NaN / inf policy and huge finite log
   const auto old = to_device(uniform<float>(slots, -9, -8, 2));
   const auto ref = to_device(uniform<float>(slots, -9, -8, 3));
   const auto adv = to_device(uniform<float>(slots, -1, 1, 4));
-  const auto layout = rlcore::cuda::padded(
-      rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(dmask.data()), n, t_len));
-  auto mat = [&](const auto& v) {
-    return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(v.data()), n, t_len);
-  };
+  const auto layout = rlcore::cuda::padded(dmat(dmask, n, t_len));
+  auto mat = [&](const auto& v) { return dmat(v, n, t_len); };
   for (int cluster : {0, -1}) {
     INFO("cluster ", cluster);
     thrust::device_vector<T> d(host.begin(), host.end());
@@ -608,11 +602,8 @@ TEST_CASE("fused GRPO from logits: exact-fallback rows among many rows") {
   const auto old = to_device(uniform<float>(slots, -9, -8, 2));
   const auto ref = to_device(uniform<float>(slots, -9, -8, 3));
   const auto adv = to_device(uniform<float>(slots, -1, 1, 4));
-  const auto layout = rlcore::cuda::padded(
-      rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(dmask.data()), n, t_len));
-  auto mat = [&](const auto& v) {
-    return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(v.data()), n, t_len);
-  };
+  const auto layout = rlcore::cuda::padded(dmat(dmask, n, t_len));
+  auto mat = [&](const auto& v) { return dmat(v, n, t_len); };
   thrust::device_vector<T> d(host.begin(), host.end());
   thrust::device_vector<T> g(slots * vocab);
   thrust::device_vector<float> lp(slots);

@@ -62,12 +62,18 @@ RLCORE_HD inline affine_step next_value_step(bool valid, double value) {
   return valid ? affine_step{0.0, value} : affine_step{1.0, 0.0};
 }
 
-/// GAE step: A_t = delta_t + gamma * lambda * A_{t+1}, delta_t = r_t + gamma * V_next - V_t at a
-/// valid token (V_next: value of the next valid token, 0 past the last); unchanged carry at a
-/// masked token.
+/// GAE's TD residual of a valid token: delta_t = (r_t - V_t) + gamma * V_next, V_next = the value
+/// of the next valid token (0 past the row's last).
+template <class T>
+RLCORE_HD constexpr T gae_delta(T gamma, T reward, T value, T next_value) {
+  return (reward - value) + gamma * next_value;
+}
+
+/// GAE step: A_t = delta_t + gamma * lambda * A_{t+1} (gae_delta) at a valid token; unchanged
+/// carry at a masked token.
 RLCORE_HD inline affine_step gae_step(bool valid, double gamma, double lambda, double reward,
                                       double value, double next_value) {
-  return valid ? affine_step{gamma * lambda, reward + gamma * next_value - value}
+  return valid ? affine_step{gamma * lambda, gae_delta(gamma, reward, value, next_value)}
                : affine_step{1.0, 0.0};
 }
 
@@ -88,7 +94,7 @@ RLCORE_HD inline affine_step suffix_sum_step(double term) {
 template <class T>
 RLCORE_HD constexpr T gae_advantage(T gamma, T gamma_lambda, T reward, T value, T next_value,
                                     T next_advantage) {
-  return (reward - value) + gamma * next_value + gamma_lambda * next_advantage;
+  return gae_delta(gamma, reward, value, next_value) + gamma_lambda * next_advantage;
 }
 
 /// The map of a segment of a row on GAE's carry (v, a) = (value, advantage of the next valid
