@@ -22,6 +22,7 @@
 #pragma once
 
 #include "../config.hpp"
+#include "finite.hpp"
 #include "functions.hpp"
 
 #include <type_traits>
@@ -33,37 +34,6 @@ namespace rlcore::math {
 template <class T>
 using logit_accumulator =
     std::conditional_t<std::is_same_v<std::remove_cv_t<T>, double>, double, float>;
-
-/// The largest finite value of T.
-template <real T>
-RLCORE_HD constexpr T finite_max() {
-  if constexpr (std::is_same_v<T, float>) {
-    return 3.40282347e+38F;
-  } else {
-    return 1.7976931348623157e+308;
-  }
-}
-
-/// x clamped to [-finite_max, finite_max] (inf saturates, NaN propagates).
-template <real T>
-RLCORE_HD inline T saturate(T x) {
-  return clamp(x, -finite_max<T>(), finite_max<T>());
-}
-
-/// x as an output element of type E, saturated to E's finite range when E is a real type (a
-/// double gradient stored into float, or an accumulated sum, never becomes +-inf).
-template <class E, real Acc>
-RLCORE_HD inline E saturating_cast(Acc x) {
-  if constexpr (real<E>) {
-    if constexpr (sizeof(E) < sizeof(Acc)) {
-      return static_cast<E>(clamp(x, Acc(-finite_max<E>()), Acc(finite_max<E>())));
-    } else {
-      return static_cast<E>(saturate(x));
-    }
-  } else {
-    return static_cast<E>(x);
-  }
-}
 
 /// d = (z - m) * inv_temperature, the temperature-scaled logit shifted by the row maximum m
 /// (z <= m), floored at -finite_max so that it stays finite when z - m overflows. NaN propagates.

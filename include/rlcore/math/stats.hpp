@@ -29,6 +29,7 @@
 #pragma once
 
 #include "../config.hpp"
+#include "finite.hpp"
 #include "functions.hpp"
 
 #include <type_traits>
@@ -234,37 +235,12 @@ struct range_moments_result {
   moments_in_units units; ///< the same moments in units, for formulas that must not overflow
 };
 
-/// The largest finite value of T when T is float or double; T's own conversion otherwise.
-template <class T>
-RLCORE_HD constexpr double largest_finite() {
-  if constexpr (std::is_same_v<T, float>) {
-    return 0x1.fffffep127;
-  } else {
-    return 0x1.fffffffffffffp1023;
-  }
-}
-
-/// static_cast<T>(x) with finite values beyond T's largest finite value saturated to +-that value
-/// (float and double outputs; NaN and +-inf pass unchanged, other T convert plainly). An
-/// advantage whose exact value is not representable in T (s - mean of scores near +-max) comes
-/// out as the nearest finite value instead of inf; an infinite input still propagates.
-template <class T>
-RLCORE_HD inline T finite_cast(double x) {
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-    constexpr double limit = largest_finite<T>();
-    const bool finite = isfinite(x);
-    return static_cast<T>(finite && x > limit ? limit : (finite && x < -limit ? -limit : x));
-  } else {
-    return static_cast<T>(x);
-  }
-}
-
 /// value * unit with a finite value whose product overflows saturated at +-the largest double (a
 /// result formed in units, back in plain units).
 RLCORE_HD inline double from_units(double value, double unit) {
   const double plain = value * unit;
   const bool overflowed = isfinite(value) && !isfinite(plain);
-  return overflowed ? (plain > 0 ? largest_finite<double>() : -largest_finite<double>()) : plain;
+  return overflowed ? (plain > 0 ? finite_max<double>() : -finite_max<double>()) : plain;
 }
 
 /// The pass-1 sums moved to a unit of at least `level` (exact: a power-of-two rescaling), for a
