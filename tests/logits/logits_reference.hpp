@@ -4,12 +4,20 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <vector>
 
 namespace logits_ref {
 
 using real = long double;
+
+/// Row accessor over a std::vector: row(j) = values[j] (the `row` argument of math/softmax*.hpp).
+template <class T>
+struct vector_row {
+  const std::vector<T>* values;
+  T operator()(std::int64_t j) const { return (*values)[static_cast<std::size_t>(j)]; }
+};
 
 /// log softmax(row / tau): max pass, then log of the sum of exp(x - max).
 inline std::vector<real> log_softmax(const std::vector<real>& row, real tau) {

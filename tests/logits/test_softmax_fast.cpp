@@ -20,12 +20,6 @@ using rlcore::index_t;
 
 namespace {
 
-template <class T>
-struct vector_row {
-  const std::vector<T>* values;
-  T operator()(index_t j) const { return (*values)[static_cast<std::size_t>(j)]; }
-};
-
 /// Fast statistics of x[begin, end) in chunks of `chunk` logits (raise, then observe each).
 template <class T>
 m::softmax_fast_state<T> fast_stats(const std::vector<T>& x, std::size_t begin, std::size_t end,
@@ -66,7 +60,7 @@ TEST_CASE_TEMPLATE("softmax_fast: statistics equal row_softmax's for any chunkin
     x[500] = T(25); // a late maximum: the earlier chunks are rescaled
     const T inv = T(1.0 / tau);
     const T k = m::log2_e<T>() * inv;
-    const auto exact = m::row_softmax<T>(vector_row<T>{&x}, 1000, inv).stats;
+    const auto exact = m::row_softmax<T>(logits_ref::vector_row<T>{&x}, 1000, inv).stats;
     for (const std::size_t chunk : {std::size_t{1}, std::size_t{8}, std::size_t{32}}) {
       INFO("tau ", tau, " chunk ", chunk);
       // Whole row, and three tiles merged in two orders.

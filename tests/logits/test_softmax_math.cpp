@@ -15,14 +15,9 @@ using rlcore::index_t;
 namespace {
 
 template <class T>
-struct vector_row {
-  const std::vector<T>* values;
-  T operator()(index_t j) const { return (*values)[static_cast<std::size_t>(j)]; }
-};
-
-template <class T>
 m::row_softmax_result<T> stats_of(const std::vector<T>& row, T inv_temperature = T(1)) {
-  return m::row_softmax<T>(vector_row<T>{&row}, static_cast<index_t>(row.size()), inv_temperature);
+  return m::row_softmax<T>(logits_ref::vector_row<T>{&row}, static_cast<index_t>(row.size()),
+                           inv_temperature);
 }
 
 } // namespace

@@ -29,6 +29,13 @@ struct group_advantage_stats {
 
 namespace detail {
 
+/// Element k of a vector view as a double: the accessor the range moments read.
+template <class View>
+struct element_as_double {
+  View view;
+  RLCORE_HD double operator()(index_t k) const { return static_cast<double>(view[k]); }
+};
+
 /// The execution context type of a layout.
 template <class Layout>
 using context_for = execution_context<typename Layout::space>;

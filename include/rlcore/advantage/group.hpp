@@ -60,17 +60,13 @@ struct grpo_group_kernel {
   bool singleton_raw_reward;
   math::moments_in_units batch; ///< moments of all N scores (batch scaling only)
 
-  struct score_at {
-    Scores scores;
-    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(scores[k]); }
-  };
-
   RLCORE_HD void operator()(index_t g) const {
     const index_t begin = groups.begin(g);
     const index_t end = groups.end(g);
     // Everything in units (math/stats.hpp): the centred score and the spread share one unit, the
     // group's or (batch scaling) the batch's, which is never smaller.
-    const math::moments_in_units m = math::range_moments(begin, end, score_at{scores}, kind).units;
+    const math::moments_in_units m =
+        math::range_moments(begin, end, element_as_double<Scores>{scores}, kind).units;
     const bool raw_reward = end - begin == 1 && singleton_raw_reward;
     const bool use_batch = scaling == grpo_scaling::batch && !raw_reward;
     const int steps = use_batch ? batch.level - m.level : 0;
@@ -98,15 +94,12 @@ struct rloo_group_kernel {
   Groups groups;
   Scores scores;
   Out out;
-  struct score_at {
-    Scores scores;
-    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(scores[k]); }
-  };
   RLCORE_HD void operator()(index_t g) const {
     const index_t begin = groups.begin(g);
     const index_t end = groups.end(g);
     const math::moments_in_units m =
-        math::range_moments(begin, end, score_at{scores}, std_kind::population).units;
+        math::range_moments(begin, end, element_as_double<Scores>{scores}, std_kind::population)
+            .units;
     using T = typename Out::value_type;
     for (index_t k = begin; k < end; ++k) {
       // G / (G - 1) (s - mean), formed in units (exact for any finite score), then saturated
@@ -124,19 +117,11 @@ struct opo_group_kernel {
   Scores scores;
   Lengths lengths;
   Out out;
-  struct score_at {
-    Scores scores;
-    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(scores[k]); }
-  };
-  struct length_at {
-    Lengths lengths;
-    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(lengths[k]); }
-  };
   RLCORE_HD void operator()(index_t g) const {
     const index_t begin = groups.begin(g);
     const index_t end = groups.end(g);
-    const math::moments_in_units baseline =
-        math::weighted_range_mean_in_units(begin, end, score_at{scores}, length_at{lengths});
+    const math::moments_in_units baseline = math::weighted_range_mean_in_units(
+        begin, end, element_as_double<Scores>{scores}, element_as_double<Lengths>{lengths});
     double total_length = 0;
     for (index_t k = begin; k < end; ++k) {
       total_length += static_cast<double>(lengths[k]);
@@ -162,10 +147,6 @@ struct pass_at_k_group_kernel {
   bool divide_by_std;
   std_kind kind;
   double eps;
-  struct score_at {
-    Scores scores;
-    RLCORE_HD double operator()(index_t k) const { return static_cast<double>(scores[k]); }
-  };
   RLCORE_HD void operator()(index_t g) const {
     const index_t begin = groups.begin(g);
     const index_t end = groups.end(g);
@@ -197,7 +178,7 @@ struct pass_at_k_group_kernel {
     // units: the group's when dividing by its std, else the one of the larger of |top|, |second|.
     math::moments_in_units m;
     if (divide_by_std) {
-      m = math::range_moments(begin, end, score_at{scores}, kind).units;
+      m = math::range_moments(begin, end, element_as_double<Scores>{scores}, kind).units;
     } else {
       m = math::units_of_level(math::unit_level_of(math::max(math::abs(top), math::abs(second))));
     }

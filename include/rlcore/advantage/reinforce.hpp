@@ -100,15 +100,12 @@ struct group_mean_baseline {
   Groups groups;
   const double* scores;
   double* baseline;
-  struct score_at {
-    const double* scores;
-    RLCORE_HD double operator()(index_t k) const { return scores[k]; }
-  };
   RLCORE_HD void operator()(index_t g) const {
     const index_t begin = groups.begin(g);
     const index_t end = groups.end(g);
-    const double mean =
-        math::range_moments(begin, end, score_at{scores}, std_kind::population).mean;
+    const double mean = math::range_moments(begin, end, element_as_double<const double*>{scores},
+                                            std_kind::population)
+                            .mean;
     for (index_t k = begin; k < end; ++k) {
       baseline[k] = mean;
     }
