@@ -40,10 +40,14 @@ namespace detail {
 
 /// e^x = e_r * 2^k for float, without a call or a branch (so that loops over it vectorise):
 /// Cody-Waite range reduction x = k ln2 + r, |r| <= ln2 / 2, and a degree-7 polynomial for e^r
-/// (the Cephes expf coefficients, max error ~1.5 ulp). Any x with |x| < 2^22, or NaN (e_r NaN).
+/// (the Cephes expf coefficients, max error ~1.5 ulp): e_r = (q + r) + 1 with
+/// q = r^2 p(r) ~ e^r - 1 - r, the polynomial part. Where k == 0 (|x| < ~ln2 / 2) the reduction
+/// is exact, r == x, so q is e^x - 1 - x itself, without the cancellation of e^x - 1 - x (see
+/// math::kl_k3_bounded). Any x with |x| < 2^22, or NaN (e_r NaN).
 struct exp_reduction {
   float e_r;
   std::int32_t k;
+  float excess; ///< q = r^2 p(r) ~ e^r - 1 - r
 };
 
 RLCORE_DETAIL_FORCE_INLINE exp_reduction exp_reduce(float x) {
@@ -60,7 +64,8 @@ RLCORE_DETAIL_FORCE_INLINE exp_reduction exp_reduce(float x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  return {(p * (r * r) + r) + 1.0f, k_int};
+  const float excess = p * (r * r);
+  return {(excess + r) + 1.0f, k_int, excess};
 }
 
 /// exp for float (see exp_reduce) over every input: 2^k applied as two exact power-of-two factors
@@ -77,11 +82,25 @@ RLCORE_DETAIL_FORCE_INLINE float exp_polynomial(float x) {
   return (e.e_r * scale_low) * scale_high;
 }
 
+/// exp_polynomial_bounded's value with its reduction's polynomial part (see exp_reduction).
+struct exp_polynomial_split {
+  float value;  ///< e^x, the bits of exp_polynomial_bounded(x)
+  float excess; ///< q = r^2 p(r) ~ e^r - 1 - r; e^x - 1 - x itself where |x| < reduced_bound
+  /// Below this |x|, |x / ln2| < 0.4905 rounds to k = 0: r == x exactly, so excess ~ e^x - 1 - x
+  /// without cancellation (relative error ~2e-7).
+  static constexpr float reduced_bound = 0.34f;
+};
+
+/// exp_polynomial_bounded(x) together with its polynomial part: for |x| <= 86 (or NaN).
+RLCORE_DETAIL_FORCE_INLINE exp_polynomial_split exp_polynomial_bounded_split(float x) {
+  const exp_reduction e = exp_reduce(x);
+  return {e.e_r * std::bit_cast<float>(static_cast<std::uint32_t>(e.k + 127) << 23), e.excess};
+}
+
 /// exp_polynomial for |x| <= 86 (or NaN) only: no saturation, 2^k (|k| <= 124, normal) applied
 /// as one factor; the same bits as exp_polynomial on that range (power-of-two products are exact).
 RLCORE_DETAIL_FORCE_INLINE float exp_polynomial_bounded(float x) {
-  exp_reduction e = exp_reduce(x);
-  return e.e_r * std::bit_cast<float>(static_cast<std::uint32_t>(e.k + 127) << 23);
+  return exp_polynomial_bounded_split(x).value;
 }
 
 } // namespace detail
