@@ -11,8 +11,11 @@
 // `threads` reports the threads the loss could use (the requested count, capped by its number of
 // row blocks), `isa` the instruction set the host kernels ran with (0 baseline, 1 AVX2,
 // 2 AVX-512); BM_fused_grpo_loss_baseline_isa caps it at the baseline to show what the runtime
-// dispatch brings. The 1e6 / 1e7 rows with every thread count, a minute at most:
+// dispatch brings; BM_fused_grpo_loss_fma runs the opt-in FMA-contracted kernels
+// (host_context::contract_fma: rounding-level differences instead of the same bits on every
+// instruction set). The 1e6 / 1e7 rows with every thread count, a minute at most:
 //   bench_cpu_objective --benchmark_filter='BM_fused_grpo_loss/(1000000|10000000)/'
+// (and 'BM_fused_grpo_loss(_fma)?/(1000000|10000000)/' for both kernels)
 // (the batches are built once per size).
 //
 //   fused GRPO loss   reads lp, old, ref, A (4 x 4 B) + mask (1 B), writes d loss / d lp (4 B)
@@ -178,12 +181,14 @@ void run(benchmark::State& state, rlcore::index_t tokens, std::size_t bytes_move
   state.counters["threads"] = threads;
 }
 
-// The fused GRPO loss with `threads` threads (state.range(1)) and instruction sets up to `isa`.
-void fused_grpo_loss(benchmark::State& state, rlcore::host_isa isa) {
+// The fused GRPO loss with `threads` threads (state.range(1)) and instruction sets up to `isa`;
+// with the FMA-contracted kernels when `fma` (host_context::contract_fma).
+void fused_grpo_loss(benchmark::State& state, rlcore::host_isa isa, bool fma = false) {
   const auto tokens = static_cast<rlcore::index_t>(state.range(0));
   rlcore::host_context ctx;
   ctx.threads = static_cast<int>(state.range(1));
   ctx.max_isa = isa;
+  ctx.contract_fma = fma;
   batch& b = cached_batch(tokens);
   auto layout = rlcore::padded(b.view(b.mask));
   // the loss splits its rows into blocks of at least host_context::chunked_block_slots token
@@ -212,6 +217,10 @@ void fused_grpo_loss(benchmark::State& state, rlcore::host_isa isa) {
 
 void BM_fused_grpo_loss(benchmark::State& state) {
   fused_grpo_loss(state, rlcore::host_isa::avx512);
+}
+
+void BM_fused_grpo_loss_fma(benchmark::State& state) {
+  fused_grpo_loss(state, rlcore::host_isa::avx512, true);
 }
 
 void BM_fused_grpo_loss_baseline_isa(benchmark::State& state) {
@@ -298,6 +307,9 @@ BENCHMARK(BM_copy_floor_grpo_bytes)
     ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1, 2, 4, 8, 16, 0}})
     ->UseRealTime();
 BENCHMARK(BM_fused_grpo_loss)
+    ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1, 2, 4, 8, 16, 0}})
+    ->UseRealTime();
+BENCHMARK(BM_fused_grpo_loss_fma)
     ->ArgsProduct({{10000, 100000, 1000000, 10000000}, {1, 2, 4, 8, 16, 0}})
     ->UseRealTime();
 BENCHMARK(BM_fused_grpo_loss_baseline_isa)

@@ -108,6 +108,17 @@ namespace detail {
 #define RLCORE_DETAIL_HOST_KERNEL_ATTRIBUTES
 #endif
 
+// The opt-in contracted kernels (host_context::contract_fma): a * b + c fused into one FMA where
+// the instruction set has it (GCC; Clang contracts within expressions in either kernel).
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define RLCORE_DETAIL_HOST_FMA_KERNEL_ATTRIBUTES                                                   \
+  [[gnu::noinline, gnu::optimize("fp-contract=fast")]]
+#elif defined(__clang__) || defined(__CUDACC__)
+#define RLCORE_DETAIL_HOST_FMA_KERNEL_ATTRIBUTES [[gnu::noinline]]
+#else
+#define RLCORE_DETAIL_HOST_FMA_KERNEL_ATTRIBUTES
+#endif
+
 /// The chunked token loop of reduce_tokens over rows [row_begin, row_end), kernel variant
 /// `Variant`: `width` slots of a row at a time, the per-slot body in a loop the compiler
 /// vectorises: in place for the full chunks of a row that host_row_begin accepts
@@ -177,27 +188,47 @@ RLCORE_DETAIL_HOST_KERNEL_ATTRIBUTES
     host_chunked_rows_avx512(const Layout& layout, const F& f, index_t row_begin, index_t row_end) {
   return host_chunked_rows<Variant>(layout, f, row_begin, row_end);
 }
+
+/// host_chunked_rows_avx2 with FMA contraction (host_context::contract_fma).
+template <int Variant, class Layout, class F>
+RLCORE_DETAIL_HOST_FMA_KERNEL_ATTRIBUTES [[gnu::target("avx2,fma,bmi,bmi2,popcnt")]] auto
+host_chunked_rows_avx2_fma(const Layout& layout, const F& f, index_t row_begin, index_t row_end) {
+  return host_chunked_rows<Variant>(layout, f, row_begin, row_end);
+}
+
+/// host_chunked_rows_avx512 with FMA contraction (host_context::contract_fma).
+template <int Variant, class Layout, class F>
+RLCORE_DETAIL_HOST_FMA_KERNEL_ATTRIBUTES
+    [[gnu::target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt")]] auto
+    host_chunked_rows_avx512_fma(const Layout& layout, const F& f, index_t row_begin,
+                                 index_t row_end) {
+  return host_chunked_rows<Variant>(layout, f, row_begin, row_end);
+}
 #endif
 
 /// The kernel of variant `variant` (>= Variant, < F::host_variants) for instruction set `isa` on
-/// rows [row_begin, row_end).
+/// rows [row_begin, row_end), FMA-contracted when `fma` (AVX2 / AVX-512 only).
 template <int Variant, class Layout, class F>
-auto host_chunked_rows_dispatch(int variant, host_isa isa, const Layout& layout, const F& f,
-                                index_t row_begin, index_t row_end) {
+auto host_chunked_rows_dispatch(int variant, host_isa isa, bool fma, const Layout& layout,
+                                const F& f, index_t row_begin, index_t row_end) {
   if constexpr (Variant + 1 < F::host_variants) {
     if (variant != Variant) {
-      return host_chunked_rows_dispatch<Variant + 1>(variant, isa, layout, f, row_begin, row_end);
+      return host_chunked_rows_dispatch<Variant + 1>(variant, isa, fma, layout, f, row_begin,
+                                                     row_end);
     }
   }
 #if RLCORE_HOST_ISA_DISPATCH
   if (isa == host_isa::avx512) {
-    return host_chunked_rows_avx512<Variant>(layout, f, row_begin, row_end);
+    return fma ? host_chunked_rows_avx512_fma<Variant>(layout, f, row_begin, row_end)
+               : host_chunked_rows_avx512<Variant>(layout, f, row_begin, row_end);
   }
   if (isa == host_isa::avx2) {
-    return host_chunked_rows_avx2<Variant>(layout, f, row_begin, row_end);
+    return fma ? host_chunked_rows_avx2_fma<Variant>(layout, f, row_begin, row_end)
+               : host_chunked_rows_avx2<Variant>(layout, f, row_begin, row_end);
   }
 #endif
   static_cast<void>(isa);
+  static_cast<void>(fma);
   return host_chunked_rows_baseline<Variant>(layout, f, row_begin, row_end);
 }
 
@@ -241,6 +272,13 @@ struct execution_context<host_space> {
   /// The most capable instruction set the chunked kernels may use (the CPU's best up to this cap;
   /// for tests and comparisons: the result is the same bits for every value with GCC).
   host_isa max_isa = host_isa::avx512;
+  /// Opt-in: the chunked kernels for AVX2 / AVX-512 compiled with FMA contraction (a * b + c in
+  /// one rounding: fewer instructions, e.g. the polynomial exps). The result is then no longer the
+  /// same bits on every instruction set, only within rounding (relative ~1e-6 in float; measured
+  /// in tests/objective/test_host_execution.cpp); it stays the same bits for every `threads` on a
+  /// given instruction set. No effect on the baseline kernel, nor with compilers other than GCC
+  /// (Clang contracts within expressions either way).
+  bool contract_fma = false;
 
   template <class T>
   [[nodiscard]] host_buffer<T> allocate(index_t n) const {
@@ -318,7 +356,8 @@ struct execution_context<host_space> {
         std::min(static_cast<int>(max_isa), static_cast<int>(supported_host_isa())));
     const int variant = f.host_variant();
     const auto kernel = [&](index_t row_begin, index_t row_end) {
-      return detail::host_chunked_rows_dispatch<0>(variant, isa, layout, f, row_begin, row_end);
+      return detail::host_chunked_rows_dispatch<0>(variant, isa, contract_fma, layout, f, row_begin,
+                                                   row_end);
     };
     using sums = decltype(kernel(index_t{0}, index_t{0}));
     const index_t rows = layout.rows();
