@@ -57,6 +57,41 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
       quick ? 2 : 5, 1);
   record("fused GRPO from bf16 logits 16x1024x152064 (fwd+bwd)", ms_fused, 2.0 * read_bytes,
          "floor = one read + one write of the logits");
+  // The cluster kernel's residency: 3 CTAs of the default 4-CTA plan share an SM when the
+  // shared-memory carveout is the largest (228 KB); a carveout hint of 70% leaves room for 2.
+  using layout_type = std::remove_cv_t<decltype(layout)>;
+  using id_view = const decltype(layout.bind(
+      "bench", "token_ids", std::declval<const rlcore::matrix_view<int, device_space>&>()));
+  using float_view = const decltype(layout.bind(
+      "bench", "old_log_probs", std::declval<const rlcore::matrix_view<float, device_space>&>()));
+  auto* cluster_kernel = rlcore::cuda::detail::fused_logits_cluster_kernel<
+      true, __nv_bfloat16, id_view, layout_type,
+      rlcore::cuda::detail::make_policy_token_pass<layout_type, float_view, float_view, float_view>,
+      rlcore::detail::policy_token_sums>;
+  const auto resident_clusters = [&] {
+    const auto plan =
+        rlcore::cuda::detail::plan_cluster<__nv_bfloat16>(cluster_kernel, view, grad_view, 0);
+    cudaLaunchAttribute attribute{};
+    const auto config = rlcore::cuda::detail::cluster_launch_config(plan, 1, nullptr, attribute);
+    int clusters = 0;
+    CHECK_CUDA(cudaOccupancyMaxActiveClusters(&clusters, cluster_kernel, &config));
+    return std::to_string(clusters) + " resident clusters of " + std::to_string(plan.size);
+  };
+  const std::string residency = resident_clusters();
+  std::printf("  fused cluster kernel: %s\n", residency.c_str());
+  CHECK_CUDA(
+      cudaFuncSetAttribute(cluster_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, 70));
+  const std::string residency_70 = resident_clusters();
+  const double ms_two_per_sm = time_ms(
+      [&](int) {
+        (void)rlcore::cuda::grpo_loss_from_logits(layout, view, m(ids), m(old), m(ref), m(adv),
+                                                  grad_view, {}, {}, ctx);
+      },
+      quick ? 2 : 5, 1);
+  record("  same, shared-memory carveout hint 70% (2 CTAs per SM)", ms_two_per_sm, 2.0 * read_bytes,
+         residency_70);
+  CHECK_CUDA(
+      cudaFuncSetAttribute(cluster_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, -1));
   const rlcore::matrix_view<__nv_bfloat16, device_space> in_place{logits, rows, vocab, vocab, 1};
   const double ms_in_place = time_ms(
       [&](int) {

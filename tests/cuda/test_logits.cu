@@ -11,11 +11,13 @@
 
 #include <rlcore/backend/cuda/logits.cuh>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <limits>
+#include <vector>
 
 using rlcore::device_space;
 using rlcore::index_t;
@@ -307,9 +309,11 @@ namespace {
 /// generic algorithm, double) for the loss and d loss / d lp, chained through (onehot - p) / tau.
 /// n x t_len token slots: 3 x 4 with two masked slots, or (more rows than resident clusters:
 /// several waves of clusters) every 7th slot masked and the first 3 slots of every 5th sequence.
+/// Token ids (r * 7919) % V, V - 1 at slot 1, or first_ids[r] for the first slots when given.
 template <class T>
 void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride = 0,
-                      int cluster_size = 0, index_t n = 3, index_t t_len = 4) {
+                      int cluster_size = 0, index_t n = 3, index_t t_len = 4,
+                      const std::vector<int>& first_ids = {}) {
   stride = stride == 0 ? vocab : stride;
   INFO("vocab ", vocab, " stride ", stride, " in_place ", in_place, " bytes ", sizeof(T),
        " cluster ", cluster_size, " slots ", n * t_len);
@@ -328,6 +332,7 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
     ids[r] = static_cast<int>((r * 7919) % vocab);
   }
   ids[1] = static_cast<int>(vocab - 1);
+  std::copy(first_ids.begin(), first_ids.end(), ids.begin());
   std::vector<double> lp_ref(slots, 0.0);
   std::vector<row_reference> refs(slots);
   for (index_t r = 0; r < slots; ++r) {
@@ -440,6 +445,22 @@ TEST_CASE_TEMPLATE("fused GRPO from logits: loss, lp and d loss / d logits match
     check_fused_grpo<T>(20005, false, 1.0, 20008, cluster);
   }
   check_fused_grpo<T>(7, false, 1.0, 8, 4); // shorter than a vector: ranks without a slice
+}
+
+TEST_CASE_TEMPLATE("fused GRPO from logits: target logit at every slice boundary and in the tail",
+                   T, __nv_bfloat16, float) {
+  // V = 20005 in rows of 20008: 2500 bf16 vectors (625 per rank with 4 CTAs: slices start at
+  // 5000, 10000, 15000; tail 20000..20004), 5001 fp32 vectors (1251 per rank: 5004, 10008, 15012;
+  // tail 20004); with 3 CTAs, bf16 slices start at 6672 and 13344, fp32 ones at 6668 and 13336.
+  // The CTA whose slice holds the id sends the target logit to the others; the masked slots of
+  // this 5 x 6 layout are 3, 10, 12, 13, 14, 17, 24.
+  const std::vector<int> boundary_ids{
+      0, 4999,  5000,  0, 5003,  5004,  6671,  6672,  9999,  10000, 0, 10007, 0,     0,
+      0, 10008, 15000, 0, 15011, 15012, 20000, 20003, 20004, 13343, 0, 13344, 13336, 6668};
+  for (int cluster : {3, 4}) {
+    check_fused_grpo<T>(20005, false, 1.0, 20008, cluster, 5, 6, boundary_ids);
+  }
+  check_fused_grpo<T>(20005, true, 0.9, 20008, 4, 5, 6, boundary_ids); // in place
 }
 
 TEST_CASE_TEMPLATE("fused GRPO from logits: many rows, more than the resident clusters", T,

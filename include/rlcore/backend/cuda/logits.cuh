@@ -232,6 +232,23 @@ struct valid_row_count {
   }
 };
 
+/// A per-token view holding one value (a token input staged in a register): every (i, t) reads it.
+struct staged_value_view {
+  float value;
+  RLCORE_HD float operator()(index_t, index_t) const { return value; }
+};
+
+/// A per-token view onto one float the token pass writes (d loss / d lp): every (i, t) is it.
+struct gradient_slot_view {
+  float* slot;
+  RLCORE_HD float& operator()(index_t, index_t) const { return *slot; }
+};
+
+/// The layout of a token pass evaluated only for a token already known to be valid.
+struct all_valid_tokens {
+  __device__ bool valid(index_t, index_t) const { return true; }
+};
+
 /// Builds, in the kernel, the generic token pass over the block's shared lp / gradient slots.
 template <class Layout, class Old, class Adv, class Ref>
 struct make_policy_token_pass {
@@ -250,6 +267,42 @@ struct make_policy_token_pass {
                                              absent_token_view>{
         layout, views{lp, old_log_probs, advantages, ref_log_probs, {}, {}}, grad, {}, params,
         rows};
+  }
+
+  /// The inputs the pass reads for valid token (i, t) besides lp: old, A, ref and the token weight
+  /// w = params.weights.row_weight(n_i) (the pass's own formula). The cluster kernel loads them
+  /// into registers at its start, so that the pass after the cluster exchange waits for no load.
+  struct staged_inputs {
+    float old_log_prob = 0.0f;
+    float advantage = 0.0f;
+    float ref_log_prob = 0.0f;
+    double weight = 0.0;
+  };
+
+  __device__ staged_inputs stage(index_t i, index_t t) const {
+    const double row_valid = rows != nullptr ? rows[i].valid : 0.0;
+    return {static_cast<float>(old_log_probs(i, t)), static_cast<float>(advantages(i, t)),
+            static_cast<float>(ref_log_probs(i, t)), params.weights.row_weight(row_valid)};
+  }
+
+  /// The same pass over staged inputs and lp, for a valid token, writing d loss / d lp to *grad:
+  /// the same values and bits as operator()(lp, grad) (the weight enters as a scale with no row
+  /// division).
+  __device__ auto operator()(const staged_inputs& in, float lp, float* grad) const {
+    using rlcore::detail::absent_token_view;
+    using views =
+        rlcore::detail::policy_views<staged_value_view, staged_value_view, staged_value_view,
+                                     staged_value_view, absent_token_view, absent_token_view>;
+    rlcore::detail::policy_params<float> staged_params = params;
+    staged_params.weights = aggregation_weights{in.weight, false};
+    return rlcore::detail::policy_token_pass<float, all_valid_tokens, views, gradient_slot_view,
+                                             absent_token_view>{
+        all_valid_tokens{},
+        views{{lp}, {in.old_log_prob}, {in.advantage}, {in.ref_log_prob}, {}, {}},
+        gradient_slot_view{grad},
+        {},
+        staged_params,
+        nullptr};
   }
 };
 

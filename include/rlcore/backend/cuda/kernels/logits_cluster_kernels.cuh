@@ -1,14 +1,19 @@
 // The fused objective-from-logits kernel that reads each logits row from HBM exactly once (sm_90):
 // a thread-block cluster of C CTAs per token slot, each CTA holding a contiguous slice of the
-// row's 16-byte vectors in shared memory (C = 8 for bf16 V = 152,064: 37 KB per CTA).
+// row's 16-byte vectors in shared memory (C = 4 for bf16 V = 152,064: 74 KB per CTA, 3 CTAs per
+// SM: the static shared memory is kept <= 768 bytes for that).
 //
-//   1. each CTA bulk-copies its slice into shared memory (TMA, every 8 KB chunk issued at once by
-//      one thread, completion per chunk on an mbarrier) and folds each chunk into base-2 softmax
-//      statistics (math/softmax_fast.hpp) as it lands;
-//   2. the C partial statistics are merged through distributed shared memory, in rank order in
-//      every CTA (cluster.sync, map_shared_rank), so every CTA holds the same row statistics;
-//   3. every CTA evaluates lp and the generic token pass (the same values; rank 0 writes the
-//      metric sums and lp), then writes d loss / d logits for its slice from shared memory.
+//   1. thread 0 bulk-copies the CTA's slice into shared memory (TMA, every 8 KB chunk issued at
+//      once, completion per chunk on an mbarrier) and issues the loads of the token id and of the
+//      token pass's inputs (old, A, ref, the row weight) into registers; every thread folds each
+//      chunk into base-2 softmax statistics (math/softmax_fast.hpp) as it lands;
+//   2. warp 0 sends the CTA's partial statistics (and, from the CTA whose slice holds the token
+//      id, the target logit) to every other CTA of the cluster with st.async, completing bytes on
+//      their mbarrier; thread 0 waits for the others' and merges all in rank order (the same bits
+//      in every CTA). No cluster barrier on this path (one relaxed arrive / wait pair publishes
+//      the barriers' initialisation) and no CTA waits for another to exit;
+//   3. thread 0 evaluates lp and the generic token pass on registers (rank 0 writes the metric
+//      sums and lp), then every thread writes d loss / d logits of its slice from shared memory.
 // HBM traffic: one read and one write of the logits, plus O(M) for per-token data.
 //
 // Rows whose fast statistics are not usable (NaN / inf logits, or finite logits beyond the fast
@@ -29,8 +34,11 @@ namespace rlcore::cuda::detail {
 
 inline constexpr int cluster_logits_threads = 256;
 inline constexpr index_t cluster_chunk_vectors = 512; ///< 8 KB per bulk copy and barrier
-inline constexpr index_t cluster_max_chunks = 32;     ///< slices up to 256 KB
+inline constexpr index_t cluster_max_chunks = 29;     ///< slices up to 232 KB (opt-in max: 227)
 inline constexpr int max_cluster_ranks = 8;
+/// CTAs per SM the registers must allow: 3 of the default 4-CTA plan (74 KB slices for bf16
+/// V = 152,064) share an SM's 228 KB, so the static shared memory stays <= 768 bytes.
+inline constexpr int cluster_min_blocks = 3;
 static_assert(cluster_chunk_vectors % cluster_logits_threads == 0);
 
 /// Writes the gradient of one 16-byte vector of logits `raw` (logits first .. first + W - 1) to
@@ -62,11 +70,18 @@ __device__ inline uint4 vector_gradient(const uint4& raw, index_t first, index_t
   return packed;
 }
 
+/// What one CTA of a cluster sends to every other (st.async): the fast statistics of its slice
+/// (16 bytes) and the target logit (4 bytes; from the rank whose slice holds the token id, 0 from
+/// the others).
+inline constexpr unsigned cluster_partial_bytes = sizeof(math::softmax_fast_state<float>) + 4;
+static_assert(sizeof(math::softmax_fast_state<float>) == 16);
+
 /// One token slot per cluster of gridDim-consecutive CTAs (cluster dimension C along x):
 /// slice_vectors 16-byte vectors of the row per CTA in dynamic shared memory. Flags and outputs as
-/// fused_logits_objective_kernel.
+/// fused_logits_objective_kernel. MakeTokenPass provides stage(i, t) (the token's inputs, loaded
+/// at the start) and the token pass over them (make_policy_token_pass, logits.cuh).
 template <bool UnitTemperature, class T, class Id, class Layout, class MakeTokenPass, class Sums>
-__global__ void __launch_bounds__(cluster_logits_threads)
+__global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
     fused_logits_cluster_kernel(Layout layout, const T* logits, index_t vocab, index_t row_stride,
                                 T* grad_logits, index_t grad_row_stride, Id ids,
                                 MakeTokenPass make_pass, float inv_temperature_arg,
@@ -79,17 +94,16 @@ __global__ void __launch_bounds__(cluster_logits_threads)
   extern __shared__ uint4 slice[];
   __shared__ cub::Uninitialized<row_statistics_storage<threads>> storage_memory;
   auto& storage = storage_memory.Alias();
-  __shared__ math::softmax_fast_state<float> partial; // this CTA's; read by every rank
-  __shared__ math::softmax_fast_state<float> partials[max_cluster_ranks];
-  __shared__ math::softmax_fast_state<float> merged;
+  __shared__ alignas(16) math::softmax_fast_state<float> received[max_cluster_ranks]; // rank q
+  __shared__ float received_target[max_cluster_ranks];
   __shared__ std::uint64_t chunk_ready[cluster_max_chunks];
-  __shared__ float warm_lp;
-  __shared__ float warm_grad;
+  __shared__ std::uint64_t exchange_ready; // completes when every other rank's partial landed
   __shared__ math::softmax_partial<float> exact_stats;
+  __shared__ float prob_offset_slot;
   __shared__ float lp_slot;
   __shared__ float grad_slot;
-  __shared__ float target_logit;
   __shared__ index_t id_slot;
+  __shared__ int fast_slot;
 
   const cg::cluster_group cluster = cg::this_cluster();
   const auto rank = static_cast<index_t>(cluster.block_rank());
@@ -130,14 +144,21 @@ __global__ void __launch_bounds__(cluster_logits_threads)
     return;
   }
 
-  // 1. Bulk-copy the slice into shared memory (thread 0 issues every chunk at once), fold each
-  //    chunk into the fast statistics as it lands.
+  // 1. Thread 0 issues the bulk copies of the slice (every chunk at once), then the loads of the
+  //    token id and of the token pass's inputs into registers: they are used only after the
+  //    exchange, so no thread waits for them here. Every chunk is folded into the fast statistics
+  //    as it lands.
   const index_t chunks = (count + cluster_chunk_vectors - 1) / cluster_chunk_vectors;
+  index_t id = -1;
+  float target_logit = 0.0f; // thread 0, from the exchange
+  typename MakeTokenPass::staged_inputs staged{};
   if (threadIdx.x == 0) {
     for (index_t c = 0; c < chunks; ++c) {
       barrier_init(&chunk_ready[c]);
     }
+    barrier_init(&exchange_ready);
     barrier_init_fence();
+    barrier_expect_bytes(&exchange_ready, static_cast<unsigned>(ranks - 1) * cluster_partial_bytes);
     const uint4* body = reinterpret_cast<const uint4*>(row) + begin;
     for (index_t c = 0; c < chunks; ++c) {
       const index_t first = c * cluster_chunk_vectors;
@@ -147,17 +168,11 @@ __global__ void __launch_bounds__(cluster_logits_threads)
       barrier_expect_bytes(&chunk_ready[c], bytes);
       bulk_copy_to_shared(slice + first, body + first, bytes, &chunk_ready[c]);
     }
-    const auto id = static_cast<index_t>(ids(i, t));
-    const bool valid_id = id >= 0 && id < vocab;
-    id_slot = valid_id ? id : -1;
-    target_logit = valid_id ? logit_to_float(row[id]) : 0.0f; // before any in-place write
-  } else if (threadIdx.x == 32) {
-    // Prefetch: a throwaway evaluation of the token pass pulls its per-token inputs (old, ref,
-    // advantages, row counts) into the cache while the slice streams in.
-    warm_lp = 0.0f;
-    (void)make_pass(shared_scalar_view{&warm_lp}, shared_scalar_view{&warm_grad})(i, t);
+    id = static_cast<index_t>(ids(i, t));
+    staged = make_pass.stage(i, t);
   }
-  __syncthreads(); // the barriers are initialised
+  __syncthreads();          // the barriers are initialised
+  cluster_arrive_relaxed(); // ... and visible to the cluster once every CTA has arrived
   math::softmax_fast_state<float> s;
   constexpr int per_thread = static_cast<int>(cluster_chunk_vectors / threads);
   for (index_t c = 0; c < chunks; ++c) {
@@ -190,30 +205,79 @@ __global__ void __launch_bounds__(cluster_logits_threads)
   }
   using fast_reduce = cub::BlockReduce<math::softmax_fast_state<float>, threads>;
   const auto total = fast_reduce(storage.fast).Reduce(s, softmax_fast_merge_op{});
-  if (threadIdx.x == 0) {
-    partial = total;
-  }
 
-  // 2. Merge the partials of every rank, in rank order (deterministic, the same in every CTA):
-  //    one remote read per rank, in parallel, then the merge from local shared memory.
-  cluster.sync();
-  if (threadIdx.x < ranks) {
-    partials[threadIdx.x] = *cluster.map_shared_rank(&partial, static_cast<int>(threadIdx.x));
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    math::softmax_fast_state<float> m = partials[0];
-    for (index_t q = 1; q < ranks; ++q) {
-      m = math::softmax_fast_merge(m, partials[q]);
+  // 2. Exchange: warp 0 sends this CTA's partial (and the target logit, from the rank holding the
+  //    id) to every other rank with st.async, completing bytes on their exchange barrier; then
+  //    thread 0 waits for the others' and merges all in rank order (deterministic, the same in
+  //    every CTA). Nothing reads another CTA's shared memory, so no CTA waits for the others to
+  //    exit.
+  cluster_wait(); // every rank's exchange barrier is initialised
+  if (threadIdx.x < 32) {
+    const bool valid_id = id >= 0 && id < vocab;
+    const index_t id_vector = id / width;
+    const index_t holder = id_vector < vectors ? id_vector / slice_vectors : ranks - 1;
+    float target = 0.0f;
+    if (threadIdx.x == 0 && valid_id && holder == rank) {
+      target = id < tail_begin
+                   ? logit_to_float(reinterpret_cast<const T*>(slice)[id - begin * width])
+                   : logit_to_float(row[id]); // the tail: the last rank, before it writes
     }
-    merged = m;
+    const uint4 words{__float_as_uint(total.max), __float_as_uint(total.offset),
+                      __float_as_uint(total.sum), __float_as_uint(total.weighted)};
+    uint4 sent;
+    sent.x = __shfl_sync(0xFFFFFFFFu, words.x, 0);
+    sent.y = __shfl_sync(0xFFFFFFFFu, words.y, 0);
+    sent.z = __shfl_sync(0xFFFFFFFFu, words.z, 0);
+    sent.w = __shfl_sync(0xFFFFFFFFu, words.w, 0);
+    const unsigned sent_target = __shfl_sync(0xFFFFFFFFu, __float_as_uint(target), 0);
+    const auto lane = static_cast<index_t>(threadIdx.x);
+    if (lane < ranks && lane != rank) {
+      const auto to = static_cast<unsigned>(lane);
+      const unsigned barrier = cluster_shared_address(shared_address(&exchange_ready), to);
+      store_remote_async(cluster_shared_address(shared_address(&received[rank]), to), sent,
+                         barrier);
+      store_remote_async(cluster_shared_address(shared_address(&received_target[rank]), to),
+                         sent_target, barrier);
+    }
+    if (threadIdx.x == 0) {
+      barrier_wait_parity(&exchange_ready, 0);
+      math::softmax_fast_state<float> merged = rank == 0 ? total : received[0];
+      for (index_t q = 1; q < ranks; ++q) {
+        merged = math::softmax_fast_merge(merged, q == rank ? total : received[q]);
+      }
+      if (valid_id) {
+        target_logit = holder == rank ? target : received_target[holder];
+      }
+      const bool fast = math::softmax_fast_usable(merged); // the same in every CTA
+      fast_slot = fast ? 1 : 0;
+      prob_offset_slot = fast ? math::softmax_fast_prob_offset(merged) : 0.0f;
+      id_slot = valid_id ? id : -1;
+      grad_slot = 0.0f;
+      lp_slot = 0.0f;
+      if (fast && valid_id) {
+        // 3. lp and the token pass (d loss / d lp, the metric sums): arithmetic on registers.
+        lp_slot =
+            math::log_softmax_at(math::softmax_fast_finish(merged), target_logit, inv_temperature);
+        float grad_lp = 0.0f;
+        const Sums token = make_pass(staged, lp_slot, &grad_lp)(i, t);
+        grad_slot = grad_lp;
+        if (rank == 0) {
+          sums[r] = token;
+        }
+      }
+      if (!valid_id && rank == 0) {
+        atomicMin(flags + flag_bad_id, static_cast<unsigned long long>(r));
+        sums[r] = Sums{};
+      }
+    }
   }
   __syncthreads();
-  const bool fast = math::softmax_fast_usable(merged); // the same in every CTA of the cluster
-  if (fast) {
-    cluster.barrier_arrive(); // this CTA is done reading the others' partials
-  } else {
-    cluster.sync(); // every CTA is done reading the others' partials
+  const bool fast = fast_slot != 0;
+  const index_t token_id = id_slot;
+  if (!fast) {
+    // Rows the fast statistics cannot take (NaN / inf logits, or out of the fast range): every CTA
+    // re-reads the row for the exact statistics; a cluster barrier keeps the in-place writes
+    // behind every CTA's reads.
     bool finite = true;
     const auto stats = block_row_statistics<threads>(row, vocab, inv_temperature, storage.exact,
                                                      storage.exact_result, finite);
@@ -222,37 +286,25 @@ __global__ void __launch_bounds__(cluster_logits_threads)
       if (!finite && rank == 0) {
         atomicMin(flags + flag_nonfinite, static_cast<unsigned long long>(r));
       }
+      if (token_id >= 0) {
+        lp_slot = math::log_softmax_at(stats, target_logit, inv_temperature);
+        float grad_lp = 0.0f;
+        const Sums token = make_pass(staged, lp_slot, &grad_lp)(i, t);
+        grad_slot = grad_lp;
+        if (rank == 0) {
+          sums[r] = token;
+        }
+      }
     }
     cluster.sync(); // every CTA has read the whole row before anyone writes in place
   }
-
-  // 3. lp, the token pass (d loss / d lp) and the metric sums.
-  if (threadIdx.x == 0) {
-    const auto stats = fast ? math::softmax_fast_finish(merged) : exact_stats;
-    if (id_slot < 0) {
-      grad_slot = 0.0f;
-      if (rank == 0) {
-        atomicMin(flags + flag_bad_id, static_cast<unsigned long long>(r));
-        sums[r] = Sums{};
-      }
-    } else {
-      lp_slot = math::log_softmax_at(stats, target_logit, inv_temperature);
-      const Sums token =
-          make_pass(shared_scalar_view{&lp_slot}, shared_scalar_view{&grad_slot})(i, t);
-      if (rank == 0) {
-        sums[r] = token;
-      }
-    }
-    if (rank == 0 && log_probs_out != nullptr) {
-      log_probs_out[r] = id_slot >= 0 ? lp_slot : 0.0f;
-    }
+  if (threadIdx.x == 0 && rank == 0 && log_probs_out != nullptr) {
+    log_probs_out[r] = token_id >= 0 ? lp_slot : 0.0f;
   }
-  __syncthreads();
 
   // 4. d loss / d logits of the slice, from shared memory; the tail from global memory.
-  const index_t id = id_slot;
   const float g = grad_slot;
-  if (id < 0) {
+  if (token_id < 0) {
     const uint4 zero{0u, 0u, 0u, 0u};
     for (index_t v = threadIdx.x; v < count; v += threads) {
       out_body[v] = zero;
@@ -263,35 +315,32 @@ __global__ void __launch_bounds__(cluster_logits_threads)
       }
     }
   } else if (fast) {
-    const float prob_offset = math::softmax_fast_prob_offset(merged);
+    const float prob_offset = prob_offset_slot;
     for (index_t v = threadIdx.x; v < count; v += threads) {
-      __stcs(out_body + v, vector_gradient<false, T>(slice[v], (begin + v) * width, id, k,
+      __stcs(out_body + v, vector_gradient<false, T>(slice[v], (begin + v) * width, token_id, k,
                                                      prob_offset, 0.0f, 0.0f, inv_temperature, g));
     }
     if (last) {
       for (index_t j = tail_begin + threadIdx.x; j < vocab; j += threads) {
         const float p = math::softmax_fast_prob(logit_to_float(row[j]), k, prob_offset);
-        out[j] = float_to_logit<T>(math::log_prob_logit_grad(p, j == id, g, inv_temperature));
+        out[j] = float_to_logit<T>(math::log_prob_logit_grad(p, j == token_id, g, inv_temperature));
       }
     }
   } else {
     const math::softmax_partial<float> stats = exact_stats;
     const float log_sum = math::log(stats.sum);
     for (index_t v = threadIdx.x; v < count; v += threads) {
-      out_body[v] = vector_gradient<true, T>(slice[v], (begin + v) * width, id, k, 0.0f, stats.max,
-                                             log_sum, inv_temperature, g);
+      out_body[v] = vector_gradient<true, T>(slice[v], (begin + v) * width, token_id, k, 0.0f,
+                                             stats.max, log_sum, inv_temperature, g);
     }
     if (last) {
       for (index_t j = tail_begin + threadIdx.x; j < vocab; j += threads) {
         const float log_p =
             math::log_softmax_from(logit_to_float(row[j]), stats.max, log_sum, inv_temperature);
         out[j] = float_to_logit<T>(
-            math::token_log_prob_logit_grad(log_p, j == id, g, 0.0f, 0.0f, inv_temperature));
+            math::token_log_prob_logit_grad(log_p, j == token_id, g, 0.0f, 0.0f, inv_temperature));
       }
     }
-  }
-  if (fast) {
-    cluster.barrier_wait(); // no CTA exits while another may still read its partial
   }
 #else
   (void)layout, (void)logits, (void)vocab, (void)row_stride, (void)grad_logits;
