@@ -29,6 +29,7 @@
 
 #include <cooperative_groups.h>
 #include <cstdint>
+#include <type_traits>
 
 namespace rlcore::cuda::detail {
 
@@ -41,8 +42,37 @@ inline constexpr int max_cluster_ranks = 8;
 inline constexpr int cluster_min_blocks = 3;
 static_assert(cluster_chunk_vectors % cluster_logits_threads == 0);
 
-/// Writes the gradient of one 16-byte vector of logits `raw` (logits first .. first + W - 1) to
-/// `out`: fast path (p from the base-2 offset) unless Exact.
+/// W gradients packed into one 16-byte vector of the logits' type (bf16 / fp16: one
+/// round-to-nearest conversion per pair).
+template <class T>
+__device__ inline uint4 pack_gradient(const float (&g)[vector_width<T>]) {
+  uint4 packed;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    auto* pairs = reinterpret_cast<__nv_bfloat162*>(&packed);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      pairs[w] = __floats2bfloat162_rn(g[2 * w], g[2 * w + 1]);
+    }
+  } else if constexpr (std::is_same_v<T, __half>) {
+    auto* pairs = reinterpret_cast<__half2*>(&packed);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      pairs[w] = __floats2half2_rn(g[2 * w], g[2 * w + 1]);
+    }
+  } else {
+    T* elements = reinterpret_cast<T*>(&packed);
+#pragma unroll
+    for (int e = 0; e < vector_width<T>; ++e) {
+      elements[e] = float_to_logit<T>(g[e]);
+    }
+  }
+  return packed;
+}
+
+/// The gradient of one 16-byte vector of logits `raw` (logits first .. first + W - 1): fast path
+/// (p from the base-2 offset) unless Exact. The fast path evaluates every logit as a non-target
+/// (-g_lp p / tau: one FFMA, one MUFU.EX2, one multiply) and re-evaluates the target's logit only
+/// in the one vector that holds it.
 template <bool Exact, class T>
 __device__ inline uint4 vector_gradient(const uint4& raw, index_t first, index_t id, float k,
                                         float prob_offset, float row_max, float log_sum,
@@ -50,24 +80,31 @@ __device__ inline uint4 vector_gradient(const uint4& raw, index_t first, index_t
   constexpr int width = vector_width<T>;
   float values[width];
   unpack<T>(raw, values);
-  uint4 packed;
-  T* elements = reinterpret_cast<T*>(&packed);
-  const bool holds_target = id >= first && id < first + width;
+  float g[width];
+  if constexpr (Exact) {
 #pragma unroll
-  for (int e = 0; e < width; ++e) {
-    float g;
-    if constexpr (Exact) {
+    for (int e = 0; e < width; ++e) {
       const float log_p = math::log_softmax_from(values[e], row_max, log_sum, inv_temperature);
-      g = math::token_log_prob_logit_grad(log_p, first + e == id, grad_log_prob, 0.0f, 0.0f,
-                                          inv_temperature);
-    } else {
-      const float p = math::softmax_fast_prob(values[e], k, prob_offset);
-      g = math::log_prob_logit_grad(p, holds_target && first + e == id, grad_log_prob,
-                                    inv_temperature);
+      g[e] = math::token_log_prob_logit_grad(log_p, first + e == id, grad_log_prob, 0.0f, 0.0f,
+                                             inv_temperature);
     }
-    elements[e] = float_to_logit<T>(g);
+  } else {
+    float p[width];
+#pragma unroll
+    for (int e = 0; e < width; ++e) {
+      p[e] = math::softmax_fast_prob(values[e], k, prob_offset);
+      g[e] = math::log_prob_logit_grad(p[e], false, grad_log_prob, inv_temperature);
+    }
+    if (id >= first && id < first + width) {
+#pragma unroll
+      for (int e = 0; e < width; ++e) {
+        if (first + e == id) {
+          g[e] = math::log_prob_logit_grad(p[e], true, grad_log_prob, inv_temperature);
+        }
+      }
+    }
   }
-  return packed;
+  return pack_gradient<T>(g);
 }
 
 /// What one CTA of a cluster sends to every other (st.async): the fast statistics of its slice
