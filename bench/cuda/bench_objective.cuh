@@ -171,8 +171,14 @@ void bench_objective(rlcore::device_context& ctx, bool quick) {
          tiled_ms(tile_config<256, 1, 4>{}, {}), bytes);
   record("  tiled kernel, 128 threads x 1 float4 group per lane, 8 blocks/SM",
          tiled_ms(tile_config<128, 1, 8>{}, {}), bytes);
+  // The tail kernel launched plainly instead of as a programmatic dependent (same bits).
+  record("  chunk slots summed by a tail kernel, plain launch",
+         tiled_ms(rlcore::cuda::detail::default_tile_config{},
+                  {0, rlcore::cuda::detail::policy_tail::kernel}),
+         bytes);
   // Where the time goes: the default tiled kernel launched with arguments prepared once (no
-  // binding, validation or occupancy query per call), with and without its slot reduction.
+  // binding, validation or occupancy query per call), with and without the tail kernel that sums
+  // its chunk slots.
   {
     auto none = rlcore::none;
     const rlcore::policy_inputs<V, V, V, V> in0{m(sets[0].lp), m(sets[0].old), m(sets[0].adv),
@@ -198,20 +204,28 @@ void bench_objective(rlcore::device_context& ctx, bool quick) {
                     cd::make_tile_scratch(static_cast<rlcore::detail::policy_token_sums*>(
                                               static_cast<void*>(temp.data())),
                                           n);
-                const unsigned grid =
-                    cd::policy_tiles_grid(kernel, cd::default_tile_config::threads,
-                                          n / (cd::default_tile_config::threads / 32), {});
-                const auto launch = [&](int k) {
+                const auto device = cd::current_tile_device();
+                const unsigned grid = cd::policy_tiles_grid(
+                    kernel, cd::default_tile_config::threads, scratch.chunks, {}, device);
+                const auto launch = [&](int k, const cd::tile_scratch& s) {
                   kernel<<<grid, cd::default_tile_config::threads, 0, ctx.stream>>>(
-                      layout, k % 2 != 0 ? views1 : views0, gv, p, scratch);
+                      layout, k % 2 != 0 ? views1 : views0, gv, p, s);
                 };
-                record("  tiled kernel alone (no slot reduction), prepared arguments",
-                       time_ms(launch, quick ? 5 : 20), bytes);
-                record("  tiled kernel + slot reduction kernel, prepared arguments",
+                record("  tiled kernel alone (no chunk-slot sum), prepared arguments",
+                       time_ms([&](int k) { launch(k, scratch); }, quick ? 5 : 20), bytes);
+                record("  tiled kernel + tail kernel, plain launch, prepared arguments",
                        time_ms(
                            [&](int k) {
-                             launch(k);
-                             cd::enqueue_tile_sums_reduce(n, scratch, ctx);
+                             launch(k, scratch);
+                             cd::enqueue_tile_chunks_reduce(scratch, false, ctx);
+                           },
+                           quick ? 5 : 20),
+                       bytes);
+                record("  tiled kernel + tail kernel, dependent launch, prepared arguments",
+                       time_ms(
+                           [&](int k) {
+                             launch(k, scratch);
+                             cd::enqueue_tile_chunks_reduce(scratch, device.major >= 9, ctx);
                            },
                            quick ? 5 : 20),
                        bytes);

@@ -3,8 +3,9 @@
 //   rows on the 16-byte path and on the per-element path, packed rows, multi-turn masks,
 //   whitening, validation messages; bitwise equal across grids, streams and runs;
 //   rlcore::cuda::policy_objective's tiled clipped-surrogate kernel (kernels/policy_kernels.cuh):
-//   several option sets and row lengths, masked garbage, bitwise equal across grids, streams
-//   and runs.
+//   several option sets and row lengths, masked garbage, bitwise equal across grids, streams,
+//   runs and launches of the tail kernel (plain, programmatic dependent), rows counts around the
+//   chunk sizes, consecutive calls on one temporary storage and concurrent calls on two streams.
 #include "gae_test_util.cuh"
 
 #include <rlcore/backend/cuda/advantage.cuh>
@@ -257,7 +258,7 @@ outcome gpu_objective(const token_batch& b, const rlcore::policy_options& o, boo
   auto g = dmat(grad, b.rows, b.cols);
   const rlcore::device_context c{stream};
   const std::size_t temp_bytes = rlcore::cuda::detail::fused_policy_temp_bytes(b.rows);
-  thrust::device_vector<unsigned char> temp(temp_bytes);
+  thrust::device_vector<unsigned char> temp(temp_bytes, 0xA5); // garbage: nothing may rely on 0s
   void* d_temp = thrust::raw_pointer_cast(temp.data());
   auto none = rlcore::none;
   auto run = [&](const auto& layout, const auto& inputs) {
@@ -385,18 +386,19 @@ TEST_CASE("tiled fused objective: masked slots get exactly 0; hand-derived token
 }
 
 TEST_CASE("fused objective is bitwise reproducible across grids, streams and runs") {
+  using rlcore::cuda::detail::policy_tail;
   const token_batch b(70, 1024, 21);
   const auto o = rlcore::grpo_options{}.as_policy_options();
   const auto reference = gpu_objective(b, o, true, false);
   cudaStream_t stream{};
   RLCORE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  for (const auto& launch :
-       {rlcore::cuda::detail::policy_launch{1}, rlcore::cuda::detail::policy_launch{2},
-        rlcore::cuda::detail::policy_launch{5}, rlcore::cuda::detail::policy_launch{9}}) {
-    INFO("max blocks ", launch.max_blocks);
-    const auto out = gpu_objective(b, o, true, false, launch, stream);
-    CHECK(std::memcmp(&out.result, &reference.result, sizeof(out.result)) == 0);
-    CHECK(bitwise_equal(out.grad, reference.grad));
+  for (const policy_tail tail : {policy_tail::dependent_kernel, policy_tail::kernel}) {
+    for (const index_t max_blocks : {index_t{1}, index_t{2}, index_t{5}, index_t{9}}) {
+      INFO("max blocks ", max_blocks, ", tail ", static_cast<int>(tail));
+      const auto out = gpu_objective(b, o, true, false, {max_blocks, tail}, stream);
+      CHECK(std::memcmp(&out.result, &reference.result, sizeof(out.result)) == 0);
+      CHECK(bitwise_equal(out.grad, reference.grad));
+    }
   }
   const auto again = gpu_objective(b, o, true, false);
   CHECK(std::memcmp(&again.result, &reference.result, sizeof(again.result)) == 0);
@@ -432,5 +434,125 @@ TEST_CASE(
             == 0);
       CHECK(bitwise_equal(two_groups_small.grad, two_groups.grad));
     }
+  }
+}
+
+TEST_CASE("tiled objective: chunk sizes depend only on the rows count") {
+  using rlcore::cuda::detail::policy_chunk_rows;
+  using rlcore::cuda::detail::policy_chunks;
+  // 8 rows per chunk up to 4095 rows, then doubling until ~256 chunks, at most 64 rows.
+  CHECK(policy_chunk_rows(1) == 8);
+  CHECK(policy_chunk_rows(4095) == 8);
+  CHECK(policy_chunk_rows(4096) == 16);
+  CHECK(policy_chunk_rows(8191) == 16);
+  CHECK(policy_chunk_rows(8192) == 32);
+  CHECK(policy_chunk_rows(16384) == 64);
+  CHECK(policy_chunk_rows(index_t{1} << 22) == 64);
+  CHECK(policy_chunks(1) == 1);
+  CHECK(policy_chunks(9) == 2);
+  CHECK(policy_chunks(4095) == 512);
+  CHECK(policy_chunks(16384) == 256);
+  CHECK(policy_chunks(20000) == 313);
+}
+
+TEST_CASE("tiled objective: rows counts around the chunk sizes, every grid and tail launch") {
+  using rlcore::cuda::detail::policy_tail;
+  const auto o = rlcore::grpo_options{}.as_policy_options();
+  // 1 row; fewer rows than a chunk; one chunk and one more row; several 8-row chunks; 64-row
+  // chunks with a partial last chunk and more than 256 chunk slots (20000 rows: 313 slots).
+  for (const index_t rows : {index_t{1}, index_t{7}, index_t{9}, index_t{300}, index_t{20000}}) {
+    const index_t cols = rows > 1000 ? 8 : 64;
+    const token_batch b(rows, cols, 90 + static_cast<unsigned>(rows));
+    INFO("rows ", rows);
+    const auto reference = gpu_objective(b, o, true, false);
+    compare(reference, cpu_objective(b, o, true, false));
+    for (const policy_tail tail : {policy_tail::dependent_kernel, policy_tail::kernel}) {
+      for (const index_t max_blocks : {index_t{0}, index_t{1}, index_t{3}, index_t{64}}) {
+        INFO("max blocks ", max_blocks, ", tail ", static_cast<int>(tail));
+        const auto out = gpu_objective(b, o, true, false, {max_blocks, tail});
+        CHECK(std::memcmp(&out.result, &reference.result, sizeof(out.result)) == 0);
+        CHECK(bitwise_equal(out.grad, reference.grad));
+      }
+    }
+  }
+}
+
+TEST_CASE("tiled objective: consecutive calls on one temporary storage, two streams at once") {
+  using rlcore::cuda::detail::policy_tail;
+  const auto o = rlcore::grpo_options{}.as_policy_options();
+  const token_batch b(300, 64, 5);
+  const token_batch other(300, 64, 6);
+  const auto expected = gpu_objective(b, o, true, false);
+  const auto expected_other = gpu_objective(other, o, true, false);
+  REQUIRE(expected.result.loss != expected_other.result.loss);
+  struct device_batch {
+    const token_batch& host;
+    thrust::device_vector<std::uint8_t> mask;
+    thrust::device_vector<float> lp, old, ref, adv, grad;
+    explicit device_batch(const token_batch& t)
+        : host(t), mask(to_device(t.mask)), lp(to_device(t.lp)), old(to_device(t.old)),
+          ref(to_device(t.ref)), adv(to_device(t.adv)), grad(t.rows * t.cols, 7.0f) {}
+  };
+  device_batch first(b);
+  device_batch second(other);
+  const std::size_t temp_bytes = rlcore::cuda::detail::fused_policy_temp_bytes(b.rows);
+  thrust::device_vector<unsigned char> temp1(temp_bytes, 0xFF);
+  thrust::device_vector<unsigned char> temp2(temp_bytes, 0xFF);
+  void* d_temp1 = thrust::raw_pointer_cast(temp1.data());
+  void* d_temp2 = thrust::raw_pointer_cast(temp2.data());
+  const auto enqueue = [&](device_batch& d, void* d_temp,
+                           const rlcore::cuda::detail::policy_launch& launch,
+                           const rlcore::device_context& c) {
+    const index_t n = d.host.rows;
+    const index_t t = d.host.cols;
+    const auto layout = rlcore::cuda::padded(dmat(d.mask, n, t));
+    using V = decltype(dmat(d.lp, n, t));
+    const rlcore::policy_inputs<V, V, V, V> inputs{dmat(d.lp, n, t), dmat(d.old, n, t),
+                                                   dmat(d.adv, n, t), dmat(d.ref, n, t)};
+    auto g = dmat(d.grad, n, t);
+    auto none = rlcore::none;
+    rlcore::cuda::detail::bind_policy_arguments(
+        "policy_objective", layout, inputs, g, none, o,
+        [&](const auto& views, const auto& gv, const auto& ge, bool) {
+          rlcore::cuda::detail::enqueue_fused_policy_objective("policy_objective", d_temp, layout,
+                                                               views, gv, ge, o, c, launch);
+        });
+  };
+  const auto result_of = [&](void* d_temp, const rlcore::device_context& c) {
+    return rlcore::cuda::finish_policy_objective(d_temp, o, false, c);
+  };
+  for (const policy_tail tail : {policy_tail::dependent_kernel, policy_tail::kernel}) {
+    INFO("tail ", static_cast<int>(tail));
+    // Three consecutive calls on the same storage alternating two batches: each call starts from
+    // what the previous one left (counter, slots, result).
+    for (int k = 0; k < 3; ++k) {
+      const bool odd = k % 2 != 0;
+      device_batch& d = odd ? second : first;
+      enqueue(d, d_temp1, {0, tail}, ctx);
+      const auto r = result_of(d_temp1, ctx);
+      const auto& want = odd ? expected_other : expected;
+      CHECK(std::memcmp(&r, &want.result, sizeof(r)) == 0);
+      CHECK(bitwise_equal(to_host(d.grad), want.grad));
+    }
+    // Two calls in flight at once on two streams with separate storage.
+    cudaStream_t s1{};
+    cudaStream_t s2{};
+    RLCORE_CUDA_CHECK(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking));
+    RLCORE_CUDA_CHECK(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    const rlcore::device_context c1{s1};
+    const rlcore::device_context c2{s2};
+    RLCORE_CUDA_CHECK(cudaDeviceSynchronize());
+    for (int k = 0; k < 4; ++k) {
+      enqueue(first, d_temp1, {0, tail}, c1);
+      enqueue(second, d_temp2, {0, tail}, c2);
+    }
+    const auto r1 = result_of(d_temp1, c1);
+    const auto r2 = result_of(d_temp2, c2);
+    CHECK(std::memcmp(&r1, &expected.result, sizeof(r1)) == 0);
+    CHECK(std::memcmp(&r2, &expected_other.result, sizeof(r2)) == 0);
+    CHECK(bitwise_equal(to_host(first.grad), expected.grad));
+    CHECK(bitwise_equal(to_host(second.grad), expected_other.grad));
+    RLCORE_CUDA_CHECK(cudaStreamDestroy(s1));
+    RLCORE_CUDA_CHECK(cudaStreamDestroy(s2));
   }
 }

@@ -7,7 +7,8 @@
 // written once. The per-token clipped surrogate (PPO / GRPO: any KL estimator, no entropy, no
 // importance correction) on fp32 padded rows with T % 4 == 0 (T <= 2^20), 16-byte aligned rows
 // and one row stride takes the tiled kernel instead (kernels/policy_kernels.cuh: 16-byte loads,
-// per-row slots, result independent of the launch shape). The generic rlcore::policy_objective with
+// one slot per chunk of rows summed by a one-block tail kernel launched as a programmatic
+// dependent, result independent of the launch shape). The generic rlcore::policy_objective with
 // a device context also works (it runs the pre-pass and the token pass as two launches over the
 // whole batch); these are the fast paths.
 //
@@ -22,23 +23,45 @@
 
 #include <cstddef>
 #include <type_traits>
+#include <utility>
 
 namespace rlcore::cuda {
 namespace detail {
 
-/// Launch knob of the tiled kernel (tests and benchmarks): the result never depends on it.
-struct policy_launch {
-  index_t max_blocks = 0; ///< grid cap of the tiled kernel; 0 = one full wave of the device
+/// How tile_chunks_reduce_kernel is launched after the tiled kernel (tests and benchmarks: the
+/// result never depends on it).
+enum class policy_tail {
+  dependent_kernel, ///< as a programmatic dependent launch (sm_90+; a plain launch on older
+                    ///< devices): its block waits for the tiled grid on the device
+  kernel,           ///< a plain launch
 };
 
-/// Blocks of the reduction of the tiled kernel's row slots.
-inline index_t policy_tiles_reduce_blocks(index_t rows) {
-  return (rows + block_threads - 1) / block_threads;
+/// Launch knobs of the tiled kernel (tests and benchmarks): the result never depends on them.
+struct policy_launch {
+  index_t max_blocks = 0; ///< grid cap of the tiled kernel; 0 = one full wave of the device
+  policy_tail tail = policy_tail::dependent_kernel;
+};
+
+/// Launches `kernel` on ctx.stream as the programmatic dependent of the previous launch in the
+/// stream (cudaLaunchAttributeProgrammaticStreamSerialization), or as a plain launch.
+template <class... Params, class... Args>
+void launch_maybe_dependent(void (*kernel)(Params...), unsigned grid, unsigned threads,
+                            bool dependent, const device_context& ctx, Args&&... args) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = 0;
+  config.stream = ctx.stream;
+  config.attrs = dependent ? &attribute : nullptr;
+  config.numAttrs = dependent ? 1 : 0;
+  RLCORE_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 
 /// Bytes of temporary storage of the fused objective, the larger of the two kernels' needs:
-/// warp-per-row kernel [sums | block partials | row stats], tiled kernel [sums | row slots |
-/// reduction block slots | counter].
+/// warp-per-row kernel [sums | block partials | row stats], tiled kernel [sums | chunk slots].
 inline std::size_t fused_policy_temp_bytes(index_t rows) {
   using rlcore::detail::policy_row_stats;
   using rlcore::detail::policy_token_sums;
@@ -46,26 +69,36 @@ inline std::size_t fused_policy_temp_bytes(index_t rows) {
   const index_t grid = wanted < 1 ? 1 : (wanted < policy_max_blocks ? wanted : policy_max_blocks);
   const std::size_t rows_kernel = static_cast<std::size_t>(grid + 1) * sizeof(policy_token_sums)
                                   + static_cast<std::size_t>(rows) * sizeof(policy_row_stats);
-  const index_t blocks = policy_tiles_reduce_blocks(rows);
-  const std::size_t tiles_kernel = sizeof(policy_token_sums)
-                                   + static_cast<std::size_t>(rows + blocks) * sizeof(tile_sums)
-                                   + sizeof(unsigned);
+  const std::size_t tiles_kernel =
+      sizeof(policy_token_sums)
+      + static_cast<std::size_t>(rows > 0 ? policy_chunks(rows) : 0) * sizeof(tile_sums);
   return rows_kernel > tiles_kernel ? rows_kernel : tiles_kernel;
+}
+
+/// Device facts the tiled launch needs, read once per call.
+struct tile_device {
+  int sms = 0;
+  int major = 0;
+};
+
+inline tile_device current_tile_device() {
+  int device = 0;
+  tile_device d;
+  RLCORE_CUDA_CHECK(cudaGetDevice(&device));
+  RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, device));
+  RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, device));
+  return d;
 }
 
 /// Grid of the tiled kernel: one full wave (resident blocks per SM x SMs), at most blocks_wanted.
 template <class Kernel>
 unsigned policy_tiles_grid(Kernel kernel, int threads, index_t blocks_wanted,
-                           const policy_launch& launch) {
+                           const policy_launch& launch, const tile_device& device) {
   index_t cap = launch.max_blocks;
   if (cap <= 0) {
-    int device = 0;
-    int sms = 0;
     int per_sm = 0;
-    RLCORE_CUDA_CHECK(cudaGetDevice(&device));
-    RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
-    cap = static_cast<index_t>(sms) * (per_sm < 1 ? 1 : per_sm);
+    cap = static_cast<index_t>(device.sms) * (per_sm < 1 ? 1 : per_sm);
   }
   return static_cast<unsigned>(blocks_wanted < cap ? blocks_wanted : cap);
 }
@@ -74,22 +107,22 @@ unsigned policy_tiles_grid(Kernel kernel, int threads, index_t blocks_wanted,
 inline tile_scratch make_tile_scratch(rlcore::detail::policy_token_sums* sums, index_t rows) {
   tile_scratch scratch{};
   scratch.result = sums;
-  scratch.row_sums = reinterpret_cast<tile_sums*>(sums + 1);
-  scratch.block_sums = scratch.row_sums + rows;
-  scratch.counter =
-      reinterpret_cast<unsigned*>(scratch.block_sums + policy_tiles_reduce_blocks(rows));
+  scratch.chunk_rows = policy_chunk_rows(rows);
+  scratch.chunks = policy_chunks(rows);
+  scratch.chunk_sums = reinterpret_cast<tile_sums*>(sums + 1);
   return scratch;
 }
 
-/// Sums the tiled kernel's row slots into scratch.result (tile_sums_reduce_kernel).
-inline void enqueue_tile_sums_reduce(index_t rows, const tile_scratch& scratch,
-                                     const device_context& ctx) {
-  const auto blocks = static_cast<unsigned>(policy_tiles_reduce_blocks(rows));
-  tile_sums_reduce_kernel<<<blocks, block_threads, 0, ctx.stream>>>(rows, scratch);
-  RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::tile_sums_reduce_kernel");
+/// Sums the tiled kernel's chunk slots into scratch.result (tile_chunks_reduce_kernel), as a
+/// programmatic dependent of the kernel just enqueued when `dependent` (sm_90+).
+inline void enqueue_tile_chunks_reduce(const tile_scratch& scratch, bool dependent,
+                                       const device_context& ctx) {
+  launch_maybe_dependent(tile_chunks_reduce_kernel, 1, chunk_reduce_threads, dependent, ctx,
+                         scratch);
 }
 
-/// Runs the tiled kernel (row sums into slots) and the reduction of the slots into sums[0].
+/// Runs the tiled kernel (row sums into chunk slots) and the sum of the slots into sums[0], as
+/// launch.tail says.
 template <class Config, bool HasRef, class Layout, class Views, class Grad>
 void enqueue_policy_tiles(const Layout& layout, const Views& views, const Grad& grad,
                           const rlcore::detail::policy_params<float>& p,
@@ -97,13 +130,14 @@ void enqueue_policy_tiles(const Layout& layout, const Views& views, const Grad& 
                           const device_context& ctx) {
   const index_t rows = layout.rows();
   const tile_scratch scratch = make_tile_scratch(sums, rows);
+  const tile_device device = current_tile_device();
+  const bool dependent = launch.tail == policy_tail::dependent_kernel && device.major >= 9;
   const auto run = [&](auto kernel) {
-    constexpr index_t warps = Config::threads / 32;
     const unsigned grid =
-        policy_tiles_grid(kernel, Config::threads, (rows + warps - 1) / warps, launch);
+        policy_tiles_grid(kernel, Config::threads, scratch.chunks, launch, device);
     kernel<<<grid, Config::threads, 0, ctx.stream>>>(layout, views, grad, p, scratch);
     RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::clipped_policy_tiles_kernel");
-    enqueue_tile_sums_reduce(rows, scratch, ctx);
+    enqueue_tile_chunks_reduce(scratch, dependent, ctx);
   };
   // Plain: no dual clip, no delta clip, no KL output clamp (the PPO / GRPO defaults), folded.
   const bool plain = !(p.dual_clip > 0.0f) && !(p.delta_clip > 0.0f) && !p.kl_output_clamp;

@@ -10,9 +10,10 @@
 //
 // clipped_policy_tiles_kernel: the fast path of the clipped surrogate on fp32 padded rows that
 // allow 16-byte access: a warp per row, float4 loads and stores, the next row's valid count taken
-// during the current row, one warp reduction per row into a per-row slot, and one reduction kernel
-// of fixed shape over the slots (its last block, found with an integer counter, sums the block
-// slots; no float atomics): bitwise reproducible whatever the grid, block size or stream.
+// during the current row, one warp reduction per row into shared memory, one slot per chunk of
+// 8-64 consecutive rows (a block's rows, added in a fixed tree), and a one-block tail kernel that
+// sums the ~256 chunk slots in a fixed order (no float atomics): bitwise reproducible whatever the
+// grid, block size or stream.
 #pragma once
 
 #include "../../../config.hpp"
@@ -330,52 +331,98 @@ struct tile_sums {
   }
 };
 
-/// Scratch of the tiled kernel and of its reduction (in the objective's temporary storage): one
-/// slot per row, one per block of the reduction, the reduction's completion counter (zeroed by
-/// the tiled kernel) and the final sums.
+/// Rows per chunk of the tiled kernel: a power of two in [8, 64] that depends only on the number
+/// of rows (about 256 chunks for large batches, at least 8 rows so that every warp of a block of
+/// up to 8 warps has a row). A chunk's sums are added in a fixed order (chunk_sum below), so the
+/// result does not depend on the grid, the block size or the stream.
+inline constexpr index_t policy_chunk_min_rows = 8;
+inline constexpr index_t policy_chunk_max_rows = 64;
+inline constexpr index_t policy_target_chunks = 256;
+
+/// Rows per chunk for `rows` rows: 8 below 4096 rows, then doubled while ~256 chunks remain.
+__host__ __device__ inline index_t policy_chunk_rows(index_t rows) {
+  index_t c = policy_chunk_min_rows;
+  while (c < policy_chunk_max_rows && c * 2 * policy_target_chunks <= rows) {
+    c *= 2;
+  }
+  return c;
+}
+
+/// Number of chunks (and chunk slots) of the tiled kernel for `rows` rows.
+__host__ __device__ inline index_t policy_chunks(index_t rows) {
+  const index_t c = policy_chunk_rows(rows);
+  return (rows + c - 1) / c;
+}
+
+/// Scratch of the tiled kernel (in the objective's temporary storage): one slot of weighted sums
+/// per chunk of rows and the final sums.
 struct tile_scratch {
-  tile_sums* row_sums;
-  tile_sums* block_sums;
-  unsigned* counter;
+  tile_sums* chunk_sums;
   rlcore::detail::policy_token_sums* result;
+  index_t chunk_rows;
+  index_t chunks;
 };
 
-/// Sums the tiled kernel's row slots into s.result: block b sums rows [256 b, 256 b + 256) (cub
-/// block reduction, fixed order), the last block to finish (an integer counter) sums the block
-/// slots in a fixed order. The grid depends only on the number of rows: the same bits for any
-/// launch of the tiled kernel.
-__global__ void __launch_bounds__(block_threads)
-    tile_sums_reduce_kernel(index_t rows, tile_scratch s) {
-  using block_reduce = cub::BlockReduce<tile_sums, block_threads>;
-  __shared__ typename block_reduce::TempStorage storage;
-  __shared__ bool last;
-  const index_t row = static_cast<index_t>(blockIdx.x) * block_threads + threadIdx.x;
-  tile_sums mine;
-  if (row < rows) {
-    mine = s.row_sums[row];
-  }
-  const tile_sums block_total = block_reduce(storage).Reduce(mine, accumulate_op{});
-  if (threadIdx.x == 0) {
-    s.block_sums[blockIdx.x] = block_total;
-    __threadfence(); // the block slot is visible device-wide before the counter says so
-    last = atomicAdd(s.counter, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (!last) {
-    return;
-  }
-  __threadfence();
-  tile_sums acc;
-  for (unsigned b = threadIdx.x; b < gridDim.x; b += block_threads) {
+/// Butterfly sum of a tile_sums over the 32 lanes of a warp: a fixed tree, the same bits in every
+/// lane.
+__device__ inline void warp_butterfly(tile_sums& x) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
 #pragma unroll
     for (int f = 0; f < tile_sums::fields; ++f) {
-      acc.v[f] += __ldcg(&s.block_sums[b].v[f]);
+      x.v[f] += __shfl_xor_sync(0xffffffffu, x.v[f], offset);
     }
   }
-  __syncthreads(); // storage is reused
-  const tile_sums total = block_reduce(storage).Reduce(acc, accumulate_op{});
-  if (threadIdx.x == 0) {
-    *s.result = total.objective_sums();
+}
+
+/// Threads of tile_chunks_reduce_kernel.
+inline constexpr int chunk_reduce_threads = 256;
+
+/// Sums the tiled kernel's chunk slots s.chunk_sums[0, s.chunks) into *s.result with one block, in
+/// an order fixed by s.chunks alone: thread j adds slots j, j + 256, ... in order (loads through
+/// L2: the slots were written by other SMs), each warp sums its lanes by warp_butterfly, lane f of
+/// warp 0 adds field f of the 8 warp sums in order. Launched after the tiled kernel in the same
+/// stream, on sm_90 as its programmatic dependent: the block is scheduled as the tiled grid ends
+/// and waits for its completion and memory (griddepcontrol.wait) before reading, which saves most
+/// of a launch gap.
+__global__ void __launch_bounds__(chunk_reduce_threads) tile_chunks_reduce_kernel(tile_scratch s) {
+  constexpr int warps = chunk_reduce_threads / 32;
+  __shared__ double warp_sums[warps * tile_sums::fields];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  tile_sums acc;
+  for (index_t slot = threadIdx.x; slot < s.chunks; slot += chunk_reduce_threads) {
+#pragma unroll
+    for (int f = 0; f < tile_sums::fields; ++f) {
+      acc.v[f] += __ldcg(&s.chunk_sums[slot].v[f]);
+    }
+  }
+  warp_butterfly(acc);
+  if (lane == 0) {
+#pragma unroll
+    for (int f = 0; f < tile_sums::fields; ++f) {
+      warp_sums[warp * tile_sums::fields + f] = acc.v[f];
+    }
+  }
+  __syncthreads();
+  if (warp == 0) {
+    double field_total = 0.0;
+    if (lane < tile_sums::fields) {
+      for (int w = 0; w < warps; ++w) {
+        field_total += warp_sums[w * tile_sums::fields + lane];
+      }
+    }
+    tile_sums total;
+#pragma unroll
+    for (int f = 0; f < tile_sums::fields; ++f) {
+      total.v[f] = __shfl_sync(0xffffffffu, field_total, f);
+    }
+    if (lane == 0) {
+      *s.result = total.objective_sums();
+    }
   }
 }
 
@@ -438,13 +485,17 @@ __device__ inline clipped_tile_totals warp_sum(const clipped_tile_sums& s) {
 /// tokens: the same composition of math/surrogate.hpp and math/kl.hpp as
 /// clipped_policy_rows_kernel / policy_token_pass for that configuration. Compile-time forms:
 /// KlK3, the estimator is k3 (its selects fold); Plain, no dual clip, no delta clip and no KL
-/// output clamp (their selects fold). A warp owns a row at a time (grid-stride over rows): per step
-/// each lane loads Config::groups float4s of every input and 4-byte mask words before any
-/// arithmetic, writes the gradient with 16-byte stores and keeps float sums and integer counts;
-/// the lanes also count the valid tokens of the warp's next row, so its weight is known when it
-/// starts. One warp reduction per row gives the row's sums, written to its slot; the slots are
-/// summed by tile_sums_reduce_kernel, whose shape depends only on the number of rows: bitwise
-/// reproducible for any grid and stream.
+/// output clamp (their selects fold).
+///
+/// Work: a block takes chunks of scratch.chunk_rows consecutive rows (grid-stride over chunks),
+/// warp w the rows w, w + warps, ... of a chunk. Per step each lane loads Config::groups float4s
+/// of every input and 4-byte mask words before any arithmetic, writes the gradient with 16-byte
+/// stores and keeps float sums and integer counts; the lanes also count the valid tokens of the
+/// warp's next row, so its weight is known when it starts. One warp reduction per row gives the
+/// row's weighted sums (10 doubles) in shared memory; at the end of a chunk (one block barrier)
+/// warp 0 adds them in a fixed tree (row r + 32 onto row r, then a butterfly) into the chunk's
+/// slot. tile_chunks_reduce_kernel sums the chunk slots. Every order of summation depends only on
+/// the rows count: bitwise reproducible for any grid, block size and stream.
 template <class Config, bool HasRef, bool KlK3, bool Plain, class Layout, class Views, class Grad>
 __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
     clipped_policy_tiles_kernel(Layout layout, Views v, Grad grad,
@@ -452,117 +503,158 @@ __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
   constexpr int G = Config::groups;
   constexpr index_t step = index_t{32} * 4 * G; // tokens per warp step
   constexpr int warps = Config::threads / 32;
+  static_assert(warps <= policy_chunk_min_rows, "a chunk has a row for every warp");
+  constexpr int slot_doubles = tile_sums::fields;
+  // Weighted sums of the rows of the current chunk (double-buffered by chunk parity: warp 0 reads
+  // one buffer after the chunk's barrier while the other warps fill the other).
+  __shared__ double row_slots[2][policy_chunk_max_rows * slot_doubles];
   const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int warp = static_cast<int>(threadIdx.x) / 32;
   const index_t rows = layout.rows();
   const index_t cols = layout.cols();
+  const index_t chunk_rows = scratch.chunk_rows;
+  const index_t chunks = scratch.chunks;
   const bool has_mask = layout.mask.data != nullptr;
   const bool count_rows = p.weights.divide_by_row_count && has_mask;
-  const index_t stride = static_cast<index_t>(gridDim.x) * warps;
-  index_t i = static_cast<index_t>(blockIdx.x) * warps + static_cast<index_t>(threadIdx.x) / 32;
-  if (blockIdx.x == 0 && threadIdx.x == 0) {
-    *scratch.counter = 0; // tile_sums_reduce_kernel runs after this grid completes
-  }
-  unsigned count = static_cast<unsigned>(cols);
-  if (count_rows && i < rows) {
-    unsigned c = 0;
-    for (index_t t = index_t{lane} * 4; t < cols; t += 32 * 4) {
-      c += static_cast<unsigned>(count4(mask_word(&layout.mask(i, t))));
-    }
-    count = __reduce_add_sync(0xffffffffu, c);
-  }
   const kl_estimator estimator = KlK3 ? kl_estimator::k3 : p.kl;
   const float dual_clip = Plain ? 0.0f : p.dual_clip;
   const float delta_clip = Plain ? 0.0f : p.delta_clip;
-  for (; i < rows; i += stride) {
-    const index_t next = i + stride;
-    const bool count_next = count_rows && next < rows;
-    const double weight_d = p.weights.row_weight(static_cast<double>(count));
-    const auto weight = static_cast<float>(weight_d);
-    const float kl_weight = weight * p.kl_beta;
-    // Every view (and the mask) has col_stride 1 and the same row stride on this path: token t
-    // of row i of any of them is data[row + t].
-    const index_t row = i * v.log_probs.row_stride;
-    const index_t next_row = next * v.log_probs.row_stride;
-    clipped_tile_sums sums;
-    for (index_t base = 0; base < cols; base += step) {
-      float lp[G][4];
-      float old[G][4];
-      float adv[G][4];
-      float ref[G][4];
-      unsigned word[G];
-      unsigned next_word[G];
-#pragma unroll
-      for (int g = 0; g < G; ++g) { // every load of the step before any arithmetic
-        const index_t t = base + (index_t{g} * 32 + lane) * 4;
-        next_word[g] = 0;
-        if (t < cols) {
-          load4(v.log_probs.data + row + t, lp[g]);
-          load4(v.old_log_probs.data + row + t, old[g]);
-          load4(v.advantages.data + row + t, adv[g]);
-          if constexpr (HasRef) {
-            load4(v.ref_log_probs.data + row + t, ref[g]);
-          }
-          word[g] = has_mask ? mask_word(layout.mask.data + row + t) : 0xFFFFFFFFu;
-          if (count_next) {
-            next_word[g] = mask_word(layout.mask.data + next_row + t);
-          }
-        }
+  // Valid tokens of the warp's first row.
+  unsigned count = static_cast<unsigned>(cols);
+  {
+    const index_t first = static_cast<index_t>(blockIdx.x) * chunk_rows + warp;
+    if (count_rows && first < rows) {
+      unsigned c = 0;
+      for (index_t t = index_t{lane} * 4; t < cols; t += 32 * 4) {
+        c += static_cast<unsigned>(count4(mask_word(&layout.mask(first, t))));
       }
+      count = __reduce_add_sync(0xffffffffu, c);
+    }
+  }
+  int parity = 0;
+  for (index_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const index_t chunk_begin = chunk * chunk_rows;
+    const index_t chunk_end = chunk_begin + chunk_rows < rows ? chunk_begin + chunk_rows : rows;
+    const index_t next_chunk_row = (chunk + gridDim.x) * chunk_rows + warp;
+    double* slots = row_slots[parity];
+    for (index_t i = chunk_begin + warp; i < chunk_end; i += warps) {
+      const index_t next = i + warps < chunk_end ? i + warps : next_chunk_row;
+      const bool count_next = count_rows && next < rows;
+      const double weight_d = p.weights.row_weight(static_cast<double>(count));
+      const auto weight = static_cast<float>(weight_d);
+      const float kl_weight = weight * p.kl_beta;
+      // Every view (and the mask) has col_stride 1 and the same row stride on this path: token t
+      // of row i of any of them is data[row + t].
+      const index_t row = i * v.log_probs.row_stride;
+      const index_t next_row = next * v.log_probs.row_stride;
+      clipped_tile_sums sums;
+      for (index_t base = 0; base < cols; base += step) {
+        float lp[G][4];
+        float old[G][4];
+        float adv[G][4];
+        float ref[G][4];
+        unsigned word[G];
+        unsigned next_word[G];
 #pragma unroll
-      for (int g = 0; g < G; ++g) {
-        const index_t t = base + (index_t{g} * 32 + lane) * 4;
-        if (t >= cols) {
-          continue;
-        }
-        sums.valid_next += static_cast<unsigned>(count4(word[g]))
-                           + (static_cast<unsigned>(count4(next_word[g])) << 16);
-        bool valid[4];
-        mask4(word[g], valid);
-        float gradient[4];
-#pragma unroll
-        for (int b = 0; b < 4; ++b) {
-          // Masked slots may hold anything (inf, NaN): they enter as delta = 0, x = 0, A = 0.
-          const bool ok = valid[b];
-          const float raw_delta = ok ? lp[g][b] - old[g][b] : 0.0f;
-          const float advantage = ok ? adv[g][b] : 0.0f;
-          const math::clamped_value<float> delta = math::clamp_log_ratio(raw_delta, p.clamp);
-          const float ratio = math::exp_vectorizable_bounded(delta.value); // |delta| <= 80
-          const math::surrogate_term<float> term = math::clipped_surrogate_of_ratio(
-              ratio, advantage, p.eps_low, p.eps_high, dual_clip, delta_clip);
-          float token_gradient = weight * term.gradient * delta.gate;
-          if constexpr (HasRef) {
-            const float lp_minus_ref = ok ? lp[g][b] - ref[g][b] : 0.0f;
-            math::value_and_gradient<float> kl =
-                math::kl_estimate_of_ratio(estimator, lp_minus_ref, ratio, delta.gate, p.clamp);
-            if constexpr (!Plain) {
-              if (p.kl_output_clamp) {
-                kl = math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
-                kl.value = ok ? kl.value : 0.0f;
-              }
+        for (int g = 0; g < G; ++g) { // every load of the step before any arithmetic
+          const index_t t = base + (index_t{g} * 32 + lane) * 4;
+          next_word[g] = 0;
+          if (t < cols) {
+            load4(v.log_probs.data + row + t, lp[g]);
+            load4(v.old_log_probs.data + row + t, old[g]);
+            load4(v.advantages.data + row + t, adv[g]);
+            if constexpr (HasRef) {
+              load4(v.ref_log_probs.data + row + t, ref[g]);
             }
-            sums.kl_value += kl.value;
-            token_gradient += kl_weight * kl.gradient;
+            word[g] = has_mask ? mask_word(layout.mask.data + row + t) : 0xFFFFFFFFu;
+            if (count_next) {
+              next_word[g] = mask_word(layout.mask.data + next_row + t);
+            }
           }
-          gradient[b] = ok ? token_gradient : 0.0f;
-          sums.policy_value += term.value;
-          sums.clipped += (term.clipped_low ? 1u : 0u) + (term.clipped_high ? 0x10000u : 0u);
-          if constexpr (!Plain) {
-            sums.dual_clipped += term.dual_clipped ? 1u : 0u;
-          }
-          sums.neg_delta -= raw_delta;
-          sums.advantage += advantage;
-          sums.advantage_sq += advantage * advantage;
         }
-        store4(grad.data + row + t, gradient);
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+          const index_t t = base + (index_t{g} * 32 + lane) * 4;
+          if (t >= cols) {
+            continue;
+          }
+          sums.valid_next += static_cast<unsigned>(count4(word[g]))
+                             + (static_cast<unsigned>(count4(next_word[g])) << 16);
+          bool valid[4];
+          mask4(word[g], valid);
+          float gradient[4];
+#pragma unroll
+          for (int b = 0; b < 4; ++b) {
+            // Masked slots may hold anything (inf, NaN): they enter as delta = 0, x = 0, A = 0.
+            const bool ok = valid[b];
+            const float raw_delta = ok ? lp[g][b] - old[g][b] : 0.0f;
+            const float advantage = ok ? adv[g][b] : 0.0f;
+            const math::clamped_value<float> delta = math::clamp_log_ratio(raw_delta, p.clamp);
+            const float ratio = math::exp_vectorizable_bounded(delta.value); // |delta| <= 80
+            const math::surrogate_term<float> term = math::clipped_surrogate_of_ratio(
+                ratio, advantage, p.eps_low, p.eps_high, dual_clip, delta_clip);
+            float token_gradient = weight * term.gradient * delta.gate;
+            if constexpr (HasRef) {
+              const float lp_minus_ref = ok ? lp[g][b] - ref[g][b] : 0.0f;
+              math::value_and_gradient<float> kl =
+                  math::kl_estimate_of_ratio(estimator, lp_minus_ref, ratio, delta.gate, p.clamp);
+              if constexpr (!Plain) {
+                if (p.kl_output_clamp) {
+                  kl = math::clamp_kl_output(kl, p.kl_output_min, p.kl_output_max);
+                  kl.value = ok ? kl.value : 0.0f;
+                }
+              }
+              sums.kl_value += kl.value;
+              token_gradient += kl_weight * kl.gradient;
+            }
+            gradient[b] = ok ? token_gradient : 0.0f;
+            sums.policy_value += term.value;
+            sums.clipped += (term.clipped_low ? 1u : 0u) + (term.clipped_high ? 0x10000u : 0u);
+            if constexpr (!Plain) {
+              sums.dual_clipped += term.dual_clipped ? 1u : 0u;
+            }
+            sums.neg_delta -= raw_delta;
+            sums.advantage += advantage;
+            sums.advantage_sq += advantage * advantage;
+          }
+          store4(grad.data + row + t, gradient);
+        }
+      }
+      const clipped_tile_totals total = warp_sum(sums);
+      if (lane == 0) {
+        const tile_sums weighted = total.weighted(weight_d, static_cast<double>(p.kl_beta));
+#pragma unroll
+        for (int f = 0; f < slot_doubles; ++f) {
+          slots[(i - chunk_begin) * slot_doubles + f] = weighted.v[f];
+        }
+      }
+      if (count_next) {
+        count = total.next_valid;
       }
     }
-    const clipped_tile_totals total = warp_sum(sums);
-    if (lane == 0) {
-      scratch.row_sums[i] = total.weighted(weight_d, static_cast<double>(p.kl_beta));
+    __syncthreads(); // the chunk's row slots are written
+    if (warp == 0) {
+      // Fixed tree over the chunk's n <= 64 rows: lane l adds rows l and l + 32, then a butterfly.
+      const auto n = static_cast<int>(chunk_end - chunk_begin);
+      tile_sums x;
+#pragma unroll
+      for (int f = 0; f < slot_doubles; ++f) {
+        x.v[f] = lane < n ? slots[lane * slot_doubles + f] : 0.0;
+        if (lane + 32 < n) {
+          x.v[f] += slots[(lane + 32) * slot_doubles + f];
+        }
+      }
+      warp_butterfly(x);
+      if (lane < slot_doubles) {
+        double mine = x.v[0];
+#pragma unroll
+        for (int f = 1; f < slot_doubles; ++f) {
+          mine = lane == f ? x.v[f] : mine;
+        }
+        scratch.chunk_sums[chunk].v[lane] = mine;
+      }
     }
-    if (count_next) {
-      count = total.next_valid;
-    }
+    parity ^= 1;
   }
 }
 
