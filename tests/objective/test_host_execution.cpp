@@ -451,3 +451,85 @@ TEST_CASE_TEMPLATE("host chunked path: the clipped surrogate with general option
     }
   }
 }
+
+TEST_CASE_TEMPLATE(
+    "host chunked path: the row counts taken in the token pass equal the pre-pass's, "
+    "and give the same bits",
+    T, float, double) {
+  // packed rows of lengths 0 .. 1200 (partial chunks, rows shorter than a chunk, empty rows) plus
+  // three fully masked rows of 5, 40 and 700 slots: weight 0 there
+  ragged_batch b = make_ragged_batch(50, 17);
+  for (const index_t length : {5, 40, 700}) {
+    for (index_t t = 0; t < length; ++t) {
+      b.mask.push_back(0);
+      b.lp.push_back(-1.0);
+      b.old.push_back(-1.0);
+      b.ref.push_back(-1.0);
+      b.adv.push_back(1.0);
+    }
+    b.offsets.push_back(static_cast<std::int64_t>(b.lp.size()));
+  }
+  const std::vector<T> lp(b.lp.begin(), b.lp.end()), old(b.old.begin(), b.old.end()),
+      ref(b.ref.begin(), b.ref.end()), adv(b.adv.begin(), b.adv.end());
+  const auto layout = rlcore::packed(b.offsets, b.mask);
+  const index_t rows = layout.rows();
+  const rlcore::host_context ctx;
+  // the GRPO defaults (clip 0.2, 0.04 * k3, seq-mean-token-mean: weight 1 / (n_i N))
+  rlcore::detail::policy_params<T> p =
+      rlcore::detail::make_policy_params<T>(rlcore::grpo_options{}.as_policy_options());
+  p.weights = rlcore::aggregation_weights{1.0 / double(rows), true};
+  p.row_stats_needed = true;
+  p.row_counts_only = true;
+  const rlcore::detail::policy_views views{
+      layout.bind("test", "lp", lp),       layout.bind("test", "old", old),
+      layout.bind("test", "adv", adv),     layout.bind("test", "ref", ref),
+      rlcore::detail::absent_token_view{}, rlcore::detail::absent_token_view{}};
+  std::vector<T> grad_pre_pass(lp.size(), T(-7)), grad_in_pass(lp.size(), T(-7));
+  using pass = rlcore::detail::policy_token_pass<T, decltype(layout), decltype(views),
+                                                 decltype(layout.bind("", "", grad_pre_pass)),
+                                                 rlcore::detail::absent_token_view>;
+  // n_i from the count-only pre-pass
+  std::vector<rlcore::detail::policy_row_stats> pre_pass(static_cast<std::size_t>(rows));
+  ctx.reduce_rows(
+      layout, pre_pass.data(),
+      rlcore::detail::policy_row_pass<T, decltype(layout), decltype(views)>{layout, views, p});
+  const pass with_pre_pass{layout, views, layout.bind("test", "grad", grad_pre_pass),
+                           {},     p,     pre_pass.data()};
+  // n_i counted by the token pass, row by row (stale values first: they must be overwritten)
+  std::vector<rlcore::detail::policy_row_stats> in_pass(static_cast<std::size_t>(rows));
+  for (rlcore::detail::policy_row_stats& s : in_pass) {
+    s.valid = -5;
+  }
+  rlcore::detail::policy_params<T> p_in_pass = p;
+  p_in_pass.host_row_counts = in_pass.data();
+  const pass counting{layout, views,     layout.bind("test", "grad", grad_in_pass),
+                      {},     p_in_pass, in_pass.data()};
+  REQUIRE(counting.host_chunk_enabled());
+  const auto sums_pre_pass =
+      ctx.reduce_tokens(layout, rlcore::detail::policy_token_sums{}, with_pre_pass);
+  const auto sums_in_pass =
+      ctx.reduce_tokens(layout, rlcore::detail::policy_token_sums{}, counting);
+  double counted = 0;
+  for (index_t i = 0; i < rows; ++i) {
+    const auto begin = static_cast<std::size_t>(b.offsets[std::size_t(i)]);
+    const auto end = static_cast<std::size_t>(b.offsets[std::size_t(i) + 1]);
+    double n_i = 0;
+    for (std::size_t k = begin; k < end; ++k) {
+      n_i += b.mask[k] != 0 ? 1 : 0;
+    }
+    REQUIRE(pre_pass[std::size_t(i)].valid == n_i);
+    REQUIRE(in_pass[std::size_t(i)].valid == n_i);
+    counted += n_i;
+  }
+  CHECK(in_pass[std::size_t(rows) - 1].valid == 0); // the fully masked rows
+  CHECK(sums_in_pass.valid == counted);
+  CHECK(std::memcmp(&sums_pre_pass, &sums_in_pass, sizeof(sums_in_pass)) == 0);
+  CHECK(std::memcmp(grad_pre_pass.data(), grad_in_pass.data(), lp.size() * sizeof(T)) == 0);
+  // and the public call (which counts in the token pass) against the formulas
+  std::vector<T> grad(lp.size());
+  const auto result = rlcore::grpo_objective(layout, lp, old, ref, adv, grad);
+  CHECK(result.loss
+        == doctest::Approx(sums_in_pass.policy_loss + sums_in_pass.kl_loss)
+               .epsilon(std::is_same_v<T, float> ? 1e-6 : 1e-14));
+  CHECK(std::memcmp(grad.data(), grad_in_pass.data(), lp.size() * sizeof(T)) == 0);
+}

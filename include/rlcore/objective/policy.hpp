@@ -225,13 +225,27 @@ objective_result run_policy_objective(const char* function, const Layout& layout
   p.row_counts_only = o.loss != policy_loss::gspo && o.loss != policy_loss::gmpo
                       && o.importance.level != importance_level::sequence;
   auto row_stats = ctx.template allocate<policy_row_stats>(p.row_stats_needed ? layout.rows() : 0);
+  using token_pass_type = policy_token_pass<T, Layout, Views, Grad, GradEntropy>;
+  token_pass_type token_pass{layout,       views, grad,
+                             grad_entropy, p,     p.row_stats_needed ? row_stats.data() : nullptr};
   if (p.row_stats_needed) {
-    ctx.reduce_rows(layout, row_stats.data(), policy_row_pass<T, Layout, Views>{layout, views, p});
+    bool counted_in_token_pass = false;
+    if constexpr (
+        std::is_same_v<
+            Space, host_space> && host_chunked_token_functor<token_pass_type, policy_token_sums>) {
+      // the host's chunked token pass counts each row's mask itself right before the row's
+      // chunks (the same counts): no separate pass over the mask
+      if (p.row_counts_only && token_pass.host_chunk_enabled()) {
+        token_pass.p.host_row_counts = row_stats.data();
+        counted_in_token_pass = true;
+      }
+    }
+    if (!counted_in_token_pass) {
+      ctx.reduce_rows(layout, row_stats.data(),
+                      policy_row_pass<T, Layout, Views>{layout, views, p});
+    }
   }
-  const policy_token_sums sums = ctx.reduce_tokens(
-      layout, policy_token_sums{},
-      policy_token_pass<T, Layout, Views, Grad, GradEntropy>{
-          layout, views, grad, grad_entropy, p, p.row_stats_needed ? row_stats.data() : nullptr});
+  const policy_token_sums sums = ctx.reduce_tokens(layout, policy_token_sums{}, token_pass);
   check_global_tokens(function, o.aggregation, sums.valid);
   return finish_policy_metrics(sums, has_entropy);
 }

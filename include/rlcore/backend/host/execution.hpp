@@ -26,6 +26,7 @@ namespace rlcore {
 /// (`host_variants`, a compile-time count), and
 ///   f.host_chunk_enabled()          whether the chunked form applies to this call's options
 ///   f.host_variant()                the variant in [0, host_variants) for this call's options
+///   f.host_row_prepare(i)           called at the start of row i, before any of its chunks
 ///   f.host_row_begin(r, i)          whether row i can be read and written in place; if so, fills
 ///                                   r (pointers, the row's constants)
 ///   f.host_compute_row<V>(r, t0, lanes)  the per-slot body of variant V over the full chunk
@@ -48,6 +49,7 @@ concept host_chunked_token_functor = requires(const F& f, typename F::host_chunk
   { F::host_variants } -> std::convertible_to<int>;
   { f.host_chunk_enabled() } -> std::convertible_to<bool>;
   { f.host_variant() } -> std::convertible_to<int>;
+  f.host_row_prepare(k);
   { f.host_row_begin(r, k) } -> std::convertible_to<bool>;
   f.template host_compute_row<0>(r, k, l);
   f.host_load(c, k, k, k);
@@ -136,6 +138,7 @@ RLCORE_DETAIL_FORCE_INLINE auto host_chunked_rows(const Layout& layout, const F&
   for (index_t i = row_begin; i < row_end; ++i) {
     const index_t len = layout.row_length(i);
     index_t t0 = 0;
+    f.host_row_prepare(i);
     if (len >= width && f.host_row_begin(row, i)) {
       for (; t0 + width <= len; t0 += width) {
         f.template host_compute_row<Variant>(row, t0, lanes);

@@ -29,6 +29,8 @@
 
 namespace rlcore::detail {
 
+struct policy_row_stats;
+
 /// Option values in the compute type T, copied into the functors (device-copyable).
 template <class T>
 struct policy_params {
@@ -51,6 +53,9 @@ struct policy_params {
   aggregation_weights weights;
   bool row_stats_needed;
   bool row_counts_only; ///< the pre-pass only needs n_i (no sequence form, no sequence IS)
+  /// Host chunked token pass only: the row stats whose n_i the token pass counts itself, row by
+  /// row before the row's chunks (host_row_prepare), instead of a count-only pre-pass; else null.
+  policy_row_stats* host_row_counts;
 
   [[nodiscard]] RLCORE_HD bool sequence_form() const {
     return loss == policy_loss::gmpo || (loss == policy_loss::gspo && gspo == gspo_level::sequence);
@@ -474,6 +479,15 @@ struct policy_token_pass {
             p.delta_clip,      p.kl_beta,           p.kl_output_min, p.kl_output_max,
             p.entropy_coef,    p.entropy_threshold, p.loss,          p.kl,
             p.kl_output_clamp, p.entropy_mask};
+  }
+
+  /// Called by the chunked loop at the start of row i, before any of its chunks: with
+  /// p.host_row_counts, the row's valid count n_i (the pre-pass's count: host_row_valid_count)
+  /// into p.host_row_counts[i], read while the row's mask is about to be read anyway.
+  RLCORE_DETAIL_FORCE_INLINE void host_row_prepare(index_t i) const {
+    if (p.host_row_counts != nullptr) {
+      p.host_row_counts[i].valid = static_cast<double>(host_row_valid_count(layout, i));
+    }
   }
 
   [[nodiscard]] T host_row_weight(index_t i) const {
