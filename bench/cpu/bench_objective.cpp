@@ -227,8 +227,8 @@ void BM_fused_grpo_loss_baseline_isa(benchmark::State& state) {
   fused_grpo_loss(state, rlcore::host_isa::baseline);
 }
 
-// The fused loss of another policy form, 0.04 * k3, seq-mean-token-mean, one thread: CISPO and
-// REINFORCE take the chunked path as the clipped surrogate does; SAPO runs token by token.
+// The fused loss of another policy form, 0.04 * k3, seq-mean-token-mean, one thread: CISPO,
+// REINFORCE and SAPO take the chunked path as the clipped surrogate does.
 void fused_policy_loss(benchmark::State& state, rlcore::policy_loss form) {
   const auto tokens = static_cast<rlcore::index_t>(state.range(0));
   const rlcore::host_context ctx;

@@ -373,8 +373,9 @@ struct token_by_token {
 
 } // namespace
 
-TEST_CASE_TEMPLATE("host chunked path: the clipped surrogate with general options, CISPO and "
-                   "REINFORCE give the token-by-token path's gradients, bitwise, and its sums",
+TEST_CASE_TEMPLATE("host chunked path: the clipped surrogate with general options, CISPO, "
+                   "REINFORCE and SAPO give the token-by-token path's gradients, bitwise, and its "
+                   "sums",
                    T, float, double) {
   const ragged_batch b = make_ragged_batch(60, 13);
   const std::vector<T> lp(b.lp.begin(), b.lp.end()), old(b.old.begin(), b.old.end()),
@@ -398,6 +399,9 @@ TEST_CASE_TEMPLATE("host chunked path: the clipped surrogate with general option
       {"CISPO, k3_importance", rlcore::policy_loss::cispo, 0.0, rlcore::kl_estimator::k3_importance,
        false, 0},
       {"REINFORCE, k1", rlcore::policy_loss::reinforce, 0.0, rlcore::kl_estimator::k1, false, 0},
+      {"SAPO, k3", rlcore::policy_loss::sapo, 0.0, rlcore::kl_estimator::k3, false, 2},
+      {"SAPO, k2 with output clamp", rlcore::policy_loss::sapo, 0.0, rlcore::kl_estimator::k2, true,
+       2},
   };
   for (const form& f : forms) {
     INFO(std::string(f.name));
@@ -446,7 +450,7 @@ TEST_CASE_TEMPLATE("host chunked path: the clipped surrogate with general option
     CHECK(s_chunked.importance_weight == s_tokens.importance_weight);
     CHECK(s_chunked.entropy_kept == s_tokens.entropy_kept);
     CHECK(s_tokens.valid > 30000);
-    if (f.loss != rlcore::policy_loss::reinforce) {
+    if (f.loss != rlcore::policy_loss::reinforce && f.loss != rlcore::policy_loss::sapo) {
       CHECK(s_tokens.clipped_high > 0); // the clip / truncation is exercised
     }
   }

@@ -58,18 +58,28 @@ clipped_surrogate(T delta, T advantage, T eps_low, T eps_high, T dual_clip, T de
                                     dual_clip, delta_clip);
 }
 
-/// SAPO soft gate: l = -A * (4 / tau) * sigmoid(tau * (ratio - 1)), tau = tau_pos if A > 0 else
-/// tau_neg; d l / d delta = -4 * A * s * (1 - s) * ratio with s = sigmoid(tau * (ratio - 1)).
+/// SAPO soft gate on ratio = exp(delta) (computed by the caller):
+///   l = -A * (4 / tau) * sigmoid(tau * (ratio - 1)), tau = tau_pos if A > 0 else tau_neg;
+///   d l / d delta = -4 * A * s * (1 - s) * ratio with s = sigmoid(tau * (ratio - 1)).
+/// sigmoid through e = exp_vectorizable(-z), z = tau * (ratio - 1) >= -tau (e <= exp(tau)):
+/// s = 1 / (1 + e), s (1 - s) = s * (e / (1 + e)). Selects only (a loop over tokens vectorises).
 template <real T>
-RLCORE_HD inline surrogate_term<T> sapo_surrogate(T delta, T advantage, T tau_pos, T tau_neg) {
-  const T tau = advantage > T(0) ? tau_pos : tau_neg;
-  const T ratio = exp(delta);
-  const T z = tau * (ratio - T(1)); // >= -tau: exp(-z) <= exp(tau), never overflows
-  const T e = exp(-z);
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD surrogate_term<T>
+sapo_surrogate_of_ratio(T ratio, T advantage, T tau_pos, T tau_neg) {
+  const T tau = select(advantage > T(0), tau_pos, tau_neg);
+  const T z = tau * (ratio - T(1));
+  const T e = exp_vectorizable(-z);
   const T s = T(1) / (T(1) + e);
   const T s_one_minus_s = s * (e / (T(1) + e));
   return {-advantage * (T(4) / tau) * s, -T(4) * advantage * s_one_minus_s * ratio, false, false,
           false};
+}
+
+/// SAPO of the (clamped) log-ratio delta: sapo_surrogate_of_ratio(exp(delta), ...); see there.
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD surrogate_term<T> sapo_surrogate(T delta, T advantage,
+                                                                      T tau_pos, T tau_neg) {
+  return sapo_surrogate_of_ratio(exp_vectorizable(delta), advantage, tau_pos, tau_neg);
 }
 
 /// CISPO on ratio = exp(delta) (computed by the caller):

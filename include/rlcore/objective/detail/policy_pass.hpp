@@ -230,6 +230,7 @@ struct policy_host_constants {
   T clamp, eps_low, eps_high, dual_clip, delta_clip;
   T kl_beta, kl_output_min, kl_output_max;
   T entropy_coef, entropy_threshold;
+  T sapo_tau_pos, sapo_tau_neg;
   policy_loss loss;
   kl_estimator kl;
   bool kl_output_clamp, entropy_mask;
@@ -432,8 +433,8 @@ struct policy_token_pass {
   }
 
   // Host chunked path (execution_context<host_space>::reduce_tokens): the clipped surrogate,
-  // CISPO and REINFORCE without importance correction, W token slots of a row at a time. A row
-  // whose views are all contiguous along it is read and written in place, pointers and option
+  // CISPO, REINFORCE and SAPO without importance correction, W token slots of a row at a time. A
+  // row whose views are all contiguous along it is read and written in place, pointers and option
   // values resolved once per row (host_row_begin, host_compute_row); other chunks (the last,
   // partial chunk of a row; a row that is not contiguous) go through the local arrays of host_chunk
   // (host_load, host_compute, host_store). Both run the same per-slot body (host_compute_slot:
@@ -456,9 +457,12 @@ struct policy_token_pass {
   /// Kernel variants of the chunked form: 0 general (clipped surrogate, CISPO or REINFORCE, any
   /// KL estimator); 1 the GRPO / PPO defaults (clipped surrogate, KL estimator k3 without output
   /// clamp, no dual clip, no delta clip) with those options as constants, so that the selects on
-  /// them fold away.
-  static constexpr int host_variants = 2;
+  /// them fold away; 2 SAPO (any KL estimator).
+  static constexpr int host_variants = 3;
   [[nodiscard]] int host_variant() const {
+    if (p.loss == policy_loss::sapo) {
+      return 2;
+    }
     const bool grpo_defaults = p.loss == policy_loss::clipped && p.dual_clip == T(0)
                                && p.delta_clip == T(0)
                                && (!has_ref || (p.kl == kl_estimator::k3 && !p.kl_output_clamp));
@@ -469,16 +473,16 @@ struct policy_token_pass {
     // a 32-bit count lane sees at most token_slots / width + 1 tokens
     constexpr index_t max_slots = index_t(2147483647) * (host_chunk::width - 1);
     const bool chunked_form = p.loss == policy_loss::clipped || p.loss == policy_loss::cispo
-                              || p.loss == policy_loss::reinforce;
+                              || p.loss == policy_loss::reinforce || p.loss == policy_loss::sapo;
     return chunked_form && p.is_level == importance_level::none
            && layout.token_slots() <= max_slots;
   }
 
   [[nodiscard]] policy_host_constants<T> host_constants() const {
-    return {p.clamp,           p.eps_low,           p.eps_high,      p.dual_clip,
-            p.delta_clip,      p.kl_beta,           p.kl_output_min, p.kl_output_max,
-            p.entropy_coef,    p.entropy_threshold, p.loss,          p.kl,
-            p.kl_output_clamp, p.entropy_mask};
+    return {p.clamp,        p.eps_low,       p.eps_high,      p.dual_clip,    p.delta_clip,
+            p.kl_beta,      p.kl_output_min, p.kl_output_max, p.entropy_coef, p.entropy_threshold,
+            p.sapo_tau_pos, p.sapo_tau_neg,  p.loss,          p.kl,           p.kl_output_clamp,
+            p.entropy_mask};
   }
 
   /// Called by the chunked loop at the start of row i, before any of its chunks: with
@@ -655,10 +659,16 @@ struct policy_token_pass {
     const T raw_delta = lp - select(valid, old_raw, T(0)); // 0 when masked
     math::clamped_value<T> delta = math::clamp_log_ratio(raw_delta, constants.clamp);
     const T ratio = math::exp_vectorizable_bounded(delta.value); // |delta| <= clamp <= 80
-    math::surrogate_term<T> term = math::clipped_surrogate_of_ratio(
-        ratio, advantage, constants.eps_low, constants.eps_high, dual_clip, delta_clip);
+    math::surrogate_term<T> term{};
+    if constexpr (Variant == 2) {
+      term = math::sapo_surrogate_of_ratio(ratio, advantage, constants.sapo_tau_pos,
+                                           constants.sapo_tau_neg);
+    } else {
+      term = math::clipped_surrogate_of_ratio(ratio, advantage, constants.eps_low,
+                                              constants.eps_high, dual_clip, delta_clip);
+    }
     T policy_gate = delta.gate; // d ratio / d lp / ratio where the surrogate's gradient has it
-    if constexpr (!grpo_defaults) {
+    if constexpr (Variant == 0) {
       // CISPO and REINFORCE: all three forms computed, the call's one selected (a uniform choice;
       // selects, no branch); neither passes its gradient through the clamped ratio
       const bool cispo = constants.loss == policy_loss::cispo;
