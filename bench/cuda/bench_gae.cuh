@@ -56,6 +56,104 @@ __global__ void gae_bytes_reference(const float4* rewards, const float4* values,
   __stcs(returns + k, make_float4(a.x + v.x, a.y + v.y, a.z + v.z, a.w + v.w));
 }
 
+/// Timing probe, not a GAE (its results are wrong past a piece or a warp): the fused kernel's
+/// per-round structure at its default shape (256 threads x 8 tokens, 2 CTAs per row, 2 rounds of
+/// a 8192-token row, 16-byte accesses) with stages left out, to see where the kernel's time goes:
+///   Stage 0: loads, the 8-token fold in double, the walk from (0, 0) and the stores (no scan);
+///   Stage 1: + the warp scan of the piece maps (cub::WarpScan), the walk from the lane's carry;
+///   Stage 2: + the block barrier, warp 0's scan of the warp aggregates and a second barrier (the
+///            fused kernel without the exchange between the row's two CTAs).
+template <int Stage>
+__global__ void __launch_bounds__(256, 4)
+    gae_stage_probe(const float* rewards, const float* values, const std::uint8_t* mask,
+                    float* advantages, float* returns, index_t cols, double gamma, double lambda) {
+  namespace d = rlcore::cuda::detail;
+  using map = rlcore::math::gae_segment_map<double>;
+  constexpr int items = 8;
+  constexpr index_t chunk = 256 * items;
+  __shared__ cub::WarpScan<map>::TempStorage warp_storage[8];
+  __shared__ cub::WarpScan<map, 8>::TempStorage warps_storage;
+  __shared__ map warp_aggregates[8];
+  __shared__ map warp_prefixes[8];
+  __shared__ double low[64];
+  __shared__ double high[chunk / 64];
+  const double gamma_lambda = gamma * lambda;
+  if (threadIdx.x < 64) {
+    low[threadIdx.x] = rlcore::math::gae_power(gamma_lambda, static_cast<int>(threadIdx.x));
+  } else if (threadIdx.x < 64 + chunk / 64) {
+    high[threadIdx.x - 64] =
+        rlcore::math::gae_power(gamma_lambda, 64 * static_cast<int>(threadIdx.x - 64));
+  }
+  __syncthreads();
+  const d::gae_then_op<double> then{gamma, gamma_lambda, low, high};
+  const index_t i = blockIdx.x / 2;
+  const auto rank = static_cast<index_t>(blockIdx.x % 2);
+  const int warp = static_cast<int>(threadIdx.x / 32);
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const d::gae_row_pointers row{rewards + i * cols, values + i * cols, mask + i * cols,
+                                advantages + i * cols, returns + i * cols};
+  const index_t piece = 255 - static_cast<index_t>(threadIdx.x);
+  for (index_t end = cols; end > 0; end -= 2 * chunk) {
+    const index_t first = end - (rank + 1) * chunk + piece * items;
+    float r[items];
+    float v[items];
+    bool valid[items];
+    d::load_gae_piece<items>(row, first, r, v, valid);
+    map piece_map{};
+#pragma unroll
+    for (int j = items - 1; j >= 0; --j) {
+      piece_map = rlcore::math::gae_fold_token(piece_map, valid[j], gamma, gamma_lambda,
+                                               double(r[j]), double(v[j]));
+    }
+    map carry{};
+    if constexpr (Stage >= 1) {
+      map inclusive{};
+      map later{};
+      cub::WarpScan<map>(warp_storage[warp]).Scan(piece_map, inclusive, later, then);
+      carry = lane == 0 ? map{} : later;
+      if constexpr (Stage >= 2) {
+        if (lane == 31) {
+          warp_aggregates[warp] = inclusive;
+        }
+        __syncthreads();
+        if (warp == 0) {
+          map warp_inclusive{};
+          map warp_exclusive{};
+          if (lane < 8) {
+            cub::WarpScan<map, 8>(warps_storage)
+                .Scan(warp_aggregates[lane], warp_inclusive, warp_exclusive, then);
+            warp_prefixes[lane] = lane == 0 ? map{} : warp_exclusive;
+          }
+        }
+        __syncthreads();
+        carry = lane == 0 ? warp_prefixes[warp] : then(warp_prefixes[warp], later);
+      }
+    }
+    (void)piece_map;
+    double next_value = carry.value;
+    double next_advantage = carry.advantage;
+    float a_out[items];
+    float ret_out[items];
+#pragma unroll
+    for (int j = items - 1; j >= 0; --j) {
+      const double value = v[j];
+      const double advantage = rlcore::math::gae_advantage(gamma, gamma_lambda, double(r[j]), value,
+                                                           next_value, next_advantage);
+      a_out[j] = valid[j] ? static_cast<float>(advantage) : 0.0f;
+      ret_out[j] = valid[j] ? static_cast<float>(advantage + value) : 0.0f;
+      next_value = valid[j] ? value : next_value;
+      next_advantage = valid[j] ? advantage : next_advantage;
+    }
+#pragma unroll
+    for (int q = 0; q < items / 4; ++q) {
+      if (first + 4 * q >= 0) {
+        d::store4(row.advantages + first + 4 * q, &a_out[4 * q]);
+        d::store4(row.returns + first + 4 * q, &ret_out[4 * q]);
+      }
+    }
+  }
+}
+
 /// Mean time (ms) of one of `calls` enqueues captured in a CUDA graph, timed as time_ms of the
 /// graph launch divided by `calls`: what is left of a call without per-launch host overhead.
 double graph_ms_per_call(int calls, int reps,
@@ -162,6 +260,24 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
          fused_ms({8, 1 << 16, 8}), bytes);
   record("  fused, 256 threads x 16 tokens, cluster 1", fused_ms({16, 1 << 16, 1}), bytes);
   record("  fused, 256 threads x 16 tokens, 2-CTA clusters", fused_ms({16, 1 << 16, 2}), bytes);
+  // Where the fused kernel's time goes (gae_stage_probe: stages left out; not a GAE).
+  const auto probe_ms = [&](auto stage_constant) {
+    constexpr int stage = decltype(stage_constant)::value;
+    return time_ms(
+        [&](int k) {
+          const int s = k % set_count;
+          gae_stage_probe<stage><<<static_cast<unsigned>(2 * n), 256>>>(
+              thrust::raw_pointer_cast(r[s].data()), thrust::raw_pointer_cast(v[s].data()),
+              thrust::raw_pointer_cast(mk[s].data()), thrust::raw_pointer_cast(a[s].data()),
+              thrust::raw_pointer_cast(ret[s].data()), t_len, 0.99, 0.95);
+        },
+        quick ? 5 : 50);
+  };
+  record("  probe (not a GAE): loads, 8-token fold, walk, stores; no scan",
+         probe_ms(std::integral_constant<int, 0>{}), bytes);
+  record("  probe (not a GAE): + warp scan", probe_ms(std::integral_constant<int, 1>{}), bytes);
+  record("  probe (not a GAE): + block barriers and warp 0's cross-warp scan (no exchange)",
+         probe_ms(std::integral_constant<int, 2>{}), bytes);
   const index_t groups = tokens / 4;
   record("  reference: elementwise kernel moving the same 17 B/token (16-byte accesses)",
          time_ms(

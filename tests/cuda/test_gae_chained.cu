@@ -1,13 +1,16 @@
 // The fused GAE with several CTAs per row (rlcore::cuda::gae_advantages, kernels/gae_kernels.cuh:
 // a thread-block cluster per row, chunk aggregates exchanged through distributed shared memory)
-// against the CPU in double, and its determinism: padded rows on the 16-byte and per-element
-// paths, packed rows, rows shorter and longer than one chunk and than one round of the cluster,
-// rows of length 1 and 0 valid tokens, chunk boundaries at masked tokens and whole masked
-// chunks, many rows x long rows; bitwise equal across cluster sizes, grids, streams and runs.
+// against the CPU in double, and its determinism: padded rows on the 16-byte path (with and
+// without a mask) and the per-element path, packed rows, rows shorter and longer than one chunk
+// and than one round of the cluster, rows of length 1 and 0 valid tokens, chunk and piece
+// boundaries at masked tokens, whole masked chunks, multi-turn masks, several rows per cluster in
+// turn (grid-stride), many rows x long rows; bitwise equal across cluster sizes, grids, streams
+// and runs.
 #include "gae_test_util.cuh"
 
 #include <rlcore/backend/cuda/advantage.cuh>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -22,7 +25,8 @@ constexpr index_t chunk8 = 256 * 8;   ///< tokens per CTA with 8 tokens per thre
 constexpr index_t chunk16 = 256 * 16; ///< tokens per CTA with 16 tokens per thread
 
 /// Checks `b` on every cluster size for `items`: within 1e-6 of the CPU (scaled), masked slots
-/// 0, and the same bits for every cluster size and CTA cap.
+/// 0, and the same bits for every cluster size and CTA cap (1 and 8: one or a few clusters take
+/// the rows in turn).
 void check_every_cluster(const gae_batch& b, const rlcore::gae_options& options, int items) {
   std::vector<double> ha;
   std::vector<double> hret;
@@ -90,9 +94,9 @@ TEST_CASE("GAE across CTAs matches the CPU, the same bits for every cluster size
   const rlcore::gae_options options{0.99, 0.95};
   // 8192: one round of 4 chunks; 20000: several rounds (partial last); 4100: a partial chunk;
   // 2048 / 2052: one chunk / one chunk + one float4; 2049 (odd T): the per-element path;
-  // 12: shorter than one piece row of threads.
+  // 12: shorter than one piece row of threads; 4: one float4 per row.
   for (const index_t cols : {index_t{8192}, index_t{20000}, index_t{4100}, index_t{2048},
-                             index_t{2052}, index_t{2049}, index_t{12}}) {
+                             index_t{2052}, index_t{2049}, index_t{12}, index_t{4}}) {
     INFO("T = ", cols);
     const gae_batch b(9, cols, 100 + static_cast<unsigned>(cols));
     check_every_cluster(b, options, 8);
@@ -208,4 +212,63 @@ TEST_CASE(
     }
     CHECK(bitwise_equal(a, first_a));
   }
+}
+
+TEST_CASE("GAE across CTAs without a mask: every token valid, 16-byte and per-element paths") {
+  // padded_unmasked: the 16-byte path reads no mask (tokens before the row start are the only
+  // invalid ones); T = 4101 takes the per-element path. The reference is the CPU GAE over an
+  // all-ones mask.
+  const rlcore::gae_options options{0.99, 0.95};
+  for (const index_t cols : {index_t{8192}, index_t{4100}, index_t{4101}, index_t{4}}) {
+    INFO("T = ", cols);
+    gae_batch b(5, cols, 300 + static_cast<unsigned>(cols));
+    std::fill(b.mask.begin(), b.mask.end(), std::uint8_t{1});
+    std::vector<double> ha;
+    std::vector<double> hret;
+    cpu_gae(b, options, ha, hret);
+    const auto dr = to_device(b.rewards);
+    const auto dv = to_device(b.values);
+    std::vector<float> first_a;
+    for (const int cluster : {1, 2, 4, 8}) {
+      INFO("cluster ", cluster);
+      thrust::device_vector<float> da(b.rows * cols, 9.0f);
+      thrust::device_vector<float> dret(b.rows * cols, 9.0f);
+      auto av = dmat(da, b.rows, cols);
+      auto rv = dmat(dret, b.rows, cols);
+      rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded_unmasked(b.rows, cols),
+                                        dmat(dr, b.rows, cols), dmat(dv, b.rows, cols), av, rv,
+                                        options, rlcore::device_context{},
+                                        gae_launch{8, 1 << 16, cluster});
+      const auto a = to_host(da);
+      const auto ret = to_host(dret);
+      CHECK(scaled_error(a, ha) < 1e-6);
+      CHECK(scaled_error(ret, hret) < 1e-6);
+      if (first_a.empty()) {
+        first_a = a;
+      }
+      CHECK(bitwise_equal(a, first_a));
+    }
+  }
+}
+
+TEST_CASE("GAE across CTAs: multi-turn rows whose valid spans straddle chunks and pieces") {
+  // Turns of 37 valid tokens separated by 23 masked observation tokens (the carries pass through
+  // the observations), rows of 3 chunks + 52 tokens; one row whose only valid span sits across
+  // the boundary of its last chunk, one whose first (partial) chunk is wholly masked.
+  const rlcore::gae_options options{0.995, 0.9};
+  const index_t cols = 3 * chunk8 + 52;
+  gae_batch b(6, cols, 77, 1.0);
+  for (index_t i = 0; i < b.rows; ++i) {
+    for (index_t t = 0; t < cols; ++t) {
+      const index_t turn_position = (t + 11 * i) % 60;
+      b.mask[i * cols + t] = turn_position < 37 ? 1 : 0;
+    }
+  }
+  for (index_t t = 0; t < cols; ++t) {
+    const index_t boundary = cols - chunk8;
+    b.mask[4 * cols + t] = t >= boundary - 5 && t < boundary + 5 ? 1 : 0;
+    b.mask[5 * cols + t] = t < cols - 3 * chunk8 ? 0 : b.mask[5 * cols + t];
+  }
+  check_every_cluster(b, options, 8);
+  check_every_cluster(b, options, 16);
 }
