@@ -463,6 +463,56 @@ TEST_CASE_TEMPLATE("fused GRPO from logits: target logit at every slice boundary
   check_fused_grpo<T>(20005, true, 0.9, 20008, 4, 5, 6, boundary_ids); // in place
 }
 
+TEST_CASE("fused logits gradient: bf16 within 0.6 bf16 ulp of double, V = 152064") {
+  // REINFORCE without KL, token-mean: d loss / d lp = -A / N exactly, so the error measured is
+  // the kernel's (softmax statistics, probabilities, bf16 rounding), element by element in units
+  // of the bf16 spacing at the double reference's value: the fp32 value is within ~1e-5
+  // relative, so rounding it to bf16 leaves <= 0.5 ulp + 0.01.
+  const index_t n = 2;
+  const index_t t_len = 8;
+  const index_t slots = n * t_len;
+  const index_t vocab = 152064;
+  auto host = random_logits<__nv_bfloat16>(slots * vocab, 4242);
+  std::vector<int> ids(slots);
+  for (index_t r = 0; r < slots; ++r) {
+    ids[r] = static_cast<int>((r * 9973 + 5) % vocab);
+  }
+  const auto adv = uniform<float>(slots, -1.5, 1.5, 8);
+  const auto old = uniform<float>(slots, -14, -10, 9);
+  thrust::device_vector<__nv_bfloat16> d(host.begin(), host.end());
+  thrust::device_vector<__nv_bfloat16> dgrad(slots * vocab);
+  const auto dids = to_device(ids);
+  const auto dadv = to_device(adv);
+  const auto dold = to_device(old);
+  const auto layout = rlcore::cuda::padded_unmasked(n, t_len);
+  auto mat = [&](const auto& v) { return dmat(v, n, t_len); };
+  rlcore::policy_options options;
+  options.loss = rlcore::policy_loss::reinforce;
+  (void)rlcore::cuda::policy_loss_from_logits(
+      layout,
+      rlcore::matrix_view<const __nv_bfloat16, device_space>{thrust::raw_pointer_cast(d.data()),
+                                                             slots, vocab, vocab, 1},
+      mat(dids), mat(dold), mat(dadv), mat(dold),
+      rlcore::matrix_view<__nv_bfloat16, device_space>{thrust::raw_pointer_cast(dgrad.data()),
+                                                       slots, vocab, vocab, 1},
+      options, {}, ctx);
+  std::vector<__nv_bfloat16> grad(slots * vocab);
+  thrust::copy(dgrad.begin(), dgrad.end(), grad.begin());
+  double worst_ulps = 0;
+  for (index_t r = 0; r < slots; ++r) {
+    const auto ref = reference_row(host.data() + r * vocab, vocab, 1.0);
+    const double grad_lp = -double(adv[r]) / double(slots);
+    for (index_t j = 0; j < vocab; ++j) {
+      const double expected = grad_lp * ((j == ids[r] ? 1.0 : 0.0) - std::exp(ref.log_p[j]));
+      const double spacing = std::ldexp(1.0, std::ilogb(expected) - 7); // bf16: 8-bit significand
+      worst_ulps =
+          std::max(worst_ulps, std::abs(from_logit(grad[r * vocab + j]) - expected) / spacing);
+    }
+  }
+  MESSAGE("max error of d loss / d logits: ", worst_ulps, " bf16 ulps");
+  CHECK(worst_ulps <= 0.6);
+}
+
 TEST_CASE_TEMPLATE("fused GRPO from logits: many rows, more than the resident clusters", T,
                    __nv_bfloat16, float) {
   // 1200 slots: several waves of clusters, masked rows and runs of masked rows in between.
