@@ -210,7 +210,8 @@ RLCORE_DETAIL_HOST_FMA_KERNEL_ATTRIBUTES
 #endif
 
 /// The kernel of variant `variant` (>= Variant, < F::host_variants) for instruction set `isa` on
-/// rows [row_begin, row_end), FMA-contracted when `fma` (AVX2 / AVX-512 only).
+/// rows [row_begin, row_end), FMA-contracted when `fma` (AVX2 / AVX-512, and only the variant
+/// F::host_fma_variant when the functor names one: the others run their exact kernels).
 template <int Variant, class Layout, class F>
 auto host_chunked_rows_dispatch(int variant, host_isa isa, bool fma, const Layout& layout,
                                 const F& f, index_t row_begin, index_t row_end) {
@@ -221,13 +222,29 @@ auto host_chunked_rows_dispatch(int variant, host_isa isa, bool fma, const Layou
     }
   }
 #if RLCORE_HOST_ISA_DISPATCH
+  // FMA clones only for the functor's F::host_fma_variant (compile time: each clone is a kernel)
+  constexpr bool has_fma_clone = [] {
+    if constexpr (requires { F::host_fma_variant; }) {
+      return F::host_fma_variant == Variant;
+    } else {
+      return false;
+    }
+  }();
   if (isa == host_isa::avx512) {
-    return fma ? host_chunked_rows_avx512_fma<Variant>(layout, f, row_begin, row_end)
-               : host_chunked_rows_avx512<Variant>(layout, f, row_begin, row_end);
+    if constexpr (has_fma_clone) {
+      if (fma) {
+        return host_chunked_rows_avx512_fma<Variant>(layout, f, row_begin, row_end);
+      }
+    }
+    return host_chunked_rows_avx512<Variant>(layout, f, row_begin, row_end);
   }
   if (isa == host_isa::avx2) {
-    return fma ? host_chunked_rows_avx2_fma<Variant>(layout, f, row_begin, row_end)
-               : host_chunked_rows_avx2<Variant>(layout, f, row_begin, row_end);
+    if constexpr (has_fma_clone) {
+      if (fma) {
+        return host_chunked_rows_avx2_fma<Variant>(layout, f, row_begin, row_end);
+      }
+    }
+    return host_chunked_rows_avx2<Variant>(layout, f, row_begin, row_end);
   }
 #endif
   static_cast<void>(isa);
@@ -279,8 +296,10 @@ struct execution_context<host_space> {
   /// one rounding: fewer instructions, e.g. the polynomial exps). The result is then no longer the
   /// same bits on every instruction set, only within rounding (relative ~1e-6 in float; measured
   /// in tests/objective/test_host_execution.cpp); it stays the same bits for every `threads` on a
-  /// given instruction set. No effect on the baseline kernel, nor with compilers other than GCC
-  /// (Clang contracts within expressions either way).
+  /// given instruction set. Only for the functor's FMA variant (the fused policy objective: the
+  /// GRPO / PPO defaults, clipped surrogate + k3 or no KL; other options run the exact kernels).
+  /// No effect on the baseline kernel, nor with compilers other than GCC (Clang contracts within
+  /// expressions either way).
   bool contract_fma = false;
 
   template <class T>

@@ -459,6 +459,8 @@ struct policy_token_pass {
   /// clamp, no dual clip, no delta clip) with those options as constants, so that the selects on
   /// them fold away; 2 SAPO (any KL estimator).
   static constexpr int host_variants = 3;
+  /// The variant with FMA-contracted kernels (host_context::contract_fma): the GRPO / PPO defaults.
+  static constexpr int host_fma_variant = 1;
   [[nodiscard]] int host_variant() const {
     if (p.loss == policy_loss::sapo) {
       return 2;
