@@ -56,8 +56,34 @@ __global__ void gae_bytes_reference(const float4* rewards, const float4* values,
   __stcs(returns + k, make_float4(a.x + v.x, a.y + v.y, a.z + v.z, a.w + v.w));
 }
 
-/// Timing probe, not a GAE (its results are wrong past a piece or a warp): the fused kernel's
-/// per-round structure at its default shape (256 threads x 8 tokens, 2 CTAs per row, 2 rounds of
+/// The previous kernel's load of a thread's Items consecutive tokens from token `first` (a
+/// multiple of 4; tokens < 0 are outside the row) with 16-byte loads, for gae_stage_probe.
+template <int Items>
+__device__ void load_consecutive_piece(const rlcore::cuda::detail::gae_row_pointers& row,
+                                       index_t first, float* r, float* v, bool* valid) {
+#pragma unroll
+  for (int q = 0; q < Items / 4; ++q) {
+    const index_t t = first + 4 * q;
+    if (t >= 0) {
+      rlcore::cuda::detail::load4(row.rewards + t, &r[4 * q]);
+      rlcore::cuda::detail::load4(row.values + t, &v[4 * q]);
+      rlcore::cuda::detail::mask4(__ldcs(reinterpret_cast<const unsigned*>(row.mask + t)),
+                                  &valid[4 * q]);
+    } else {
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        r[4 * q + b] = 0;
+        v[4 * q + b] = 0;
+        valid[4 * q + b] = false;
+      }
+    }
+  }
+}
+
+/// Timing probe, not a GAE (its results are wrong past a piece or a warp): the per-round
+/// structure of the fused kernel as it was before the coalesced ownership (a thread owns 8
+/// consecutive tokens: each 16-byte access of a warp touches 32 half sectors 32 bytes apart) at
+/// its default shape (256 threads x 8 tokens, 2 CTAs per row, 2 rounds of
 /// a 8192-token row, 16-byte accesses) with stages left out, to see where the kernel's time goes:
 ///   Stage 0: loads, the 8-token fold in double, the walk from (0, 0) and the stores (no scan);
 ///   Stage 1: + the warp scan of the piece maps (cub::WarpScan), the walk from the lane's carry;
@@ -98,7 +124,7 @@ __global__ void __launch_bounds__(256, 4)
     float r[items];
     float v[items];
     bool valid[items];
-    d::load_gae_piece<items>(row, first, r, v, valid);
+    load_consecutive_piece<items>(row, first, r, v, valid);
     map piece_map{};
 #pragma unroll
     for (int j = items - 1; j >= 0; --j) {
@@ -149,6 +175,65 @@ __global__ void __launch_bounds__(256, 4)
       if (first + 4 * q >= 0) {
         d::store4(row.advantages + first + 4 * q, &a_out[4 * q]);
         d::store4(row.returns + first + 4 * q, &ret_out[4 * q]);
+      }
+    }
+  }
+}
+
+/// Timing probe, not a GAE: stage 0 of gae_stage_probe in the coalesced ownership of the fused
+/// kernel (a thread's 8 tokens are 2 groups of 4 consecutive tokens 128 apart; a warp's 16-byte
+/// access covers 512 contiguous bytes): loads, the two 4-token folds, the walks from (0, 0) and
+/// the stores, no scan.
+__global__ void __launch_bounds__(256, 4)
+    gae_coalesced_probe(const float* rewards, const float* values, const std::uint8_t* mask,
+                        float* advantages, float* returns, index_t cols, double gamma,
+                        double lambda) {
+  namespace d = rlcore::cuda::detail;
+  using map = rlcore::math::gae_segment_map<double>;
+  constexpr int items = 8;
+  constexpr index_t chunk = 256 * items;
+  const double gamma_lambda = gamma * lambda;
+  const index_t i = blockIdx.x / 2;
+  const auto rank = static_cast<index_t>(blockIdx.x % 2);
+  const auto warp = static_cast<index_t>(threadIdx.x / 32);
+  const auto lane = static_cast<index_t>(threadIdx.x % 32);
+  const d::gae_row_pointers row{rewards + i * cols, values + i * cols, mask + i * cols,
+                                advantages + i * cols, returns + i * cols};
+  for (index_t end = cols; end > 0; end -= 2 * chunk) {
+    const index_t first = end - (rank + 1) * chunk + (7 - warp) * 256 + 4 * (31 - lane);
+    float r[items];
+    float v[items];
+    bool valid[items];
+    d::load_gae_groups<items>(row, first, r, v, valid);
+    float a_out[items];
+    float ret_out[items];
+#pragma unroll
+    for (int g = 0; g < 2; ++g) {
+      map group_map{};
+#pragma unroll
+      for (int j = 4 * g + 3; j >= 4 * g; --j) {
+        group_map = rlcore::math::gae_fold_token(group_map, valid[j], gamma, gamma_lambda,
+                                                 double(r[j]), double(v[j]));
+      }
+      // the walk starts from (0, 0) (a group's count is at most 4) after the fold, as in the kernel
+      double next_value = group_map.count == 12345 ? group_map.value : 0.0;
+      double next_advantage = group_map.count == 12345 ? group_map.advantage : 0.0;
+#pragma unroll
+      for (int j = 4 * g + 3; j >= 4 * g; --j) {
+        const double value = v[j];
+        const double advantage = rlcore::math::gae_advantage(gamma, gamma_lambda, double(r[j]),
+                                                             value, next_value, next_advantage);
+        a_out[j] = valid[j] ? static_cast<float>(advantage) : 0.0f;
+        ret_out[j] = valid[j] ? static_cast<float>(advantage + value) : 0.0f;
+        next_value = valid[j] ? value : next_value;
+        next_advantage = valid[j] ? advantage : next_advantage;
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < 2; ++g) {
+      if (first + 128 * g >= 0) {
+        d::store4(row.advantages + first + 128 * g, &a_out[4 * g]);
+        d::store4(row.returns + first + 128 * g, &ret_out[4 * g]);
       }
     }
   }
@@ -260,7 +345,9 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
          fused_ms({8, 1 << 16, 8}), bytes);
   record("  fused, 256 threads x 16 tokens, cluster 1", fused_ms({16, 1 << 16, 1}), bytes);
   record("  fused, 256 threads x 16 tokens, 2-CTA clusters", fused_ms({16, 1 << 16, 2}), bytes);
-  // Where the fused kernel's time goes (gae_stage_probe: stages left out; not a GAE).
+  // Where the time goes (probes, not a GAE): gae_stage_probe, the previous kernel's ownership
+  // (8 consecutive tokens per thread) with stages left out; gae_coalesced_probe, the data path of
+  // the current ownership alone.
   const auto probe_ms = [&](auto stage_constant) {
     constexpr int stage = decltype(stage_constant)::value;
     return time_ms(
@@ -273,11 +360,22 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
         },
         quick ? 5 : 50);
   };
-  record("  probe (not a GAE): loads, 8-token fold, walk, stores; no scan",
+  record("  probe (not a GAE), 8 consecutive tokens per thread: loads, fold, walk, stores",
          probe_ms(std::integral_constant<int, 0>{}), bytes);
   record("  probe (not a GAE): + warp scan", probe_ms(std::integral_constant<int, 1>{}), bytes);
   record("  probe (not a GAE): + block barriers and warp 0's cross-warp scan (no exchange)",
          probe_ms(std::integral_constant<int, 2>{}), bytes);
+  record("  probe (not a GAE): coalesced loads, 2 x 4-token folds, walks, stores; no scan",
+         time_ms(
+             [&](int k) {
+               const int s = k % set_count;
+               gae_coalesced_probe<<<static_cast<unsigned>(2 * n), 256>>>(
+                   thrust::raw_pointer_cast(r[s].data()), thrust::raw_pointer_cast(v[s].data()),
+                   thrust::raw_pointer_cast(mk[s].data()), thrust::raw_pointer_cast(a[s].data()),
+                   thrust::raw_pointer_cast(ret[s].data()), t_len, 0.99, 0.95);
+             },
+             quick ? 5 : 50),
+         bytes);
   const index_t groups = tokens / 4;
   record("  reference: elementwise kernel moving the same 17 B/token (16-byte accesses)",
          time_ms(

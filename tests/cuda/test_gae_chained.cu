@@ -4,8 +4,9 @@
 // without a mask) and the per-element path, packed rows, rows shorter and longer than one chunk
 // and than one round of the cluster, rows of length 1 and 0 valid tokens, chunk and piece
 // boundaries at masked tokens, whole masked chunks, multi-turn masks, several rows per cluster in
-// turn (grid-stride), many rows x long rows; bitwise equal across cluster sizes, grids, streams
-// and runs.
+// turn (grid-stride: a CTA prefetches the next row's first chunk), rows that start inside a warp's
+// span of 4-token groups, many rows x long rows; bitwise equal across cluster sizes, grids,
+// streams and runs.
 #include "gae_test_util.cuh"
 
 #include <rlcore/backend/cuda/advantage.cuh>
@@ -271,4 +272,23 @@ TEST_CASE("GAE across CTAs: multi-turn rows whose valid spans straddle chunks an
   }
   check_every_cluster(b, options, 8);
   check_every_cluster(b, options, 16);
+}
+
+TEST_CASE("GAE across CTAs: row starts inside a warp's span of coalesced groups") {
+  // A warp's tokens are Items / 4 groups of 128 tokens (lane l holds 4 consecutive tokens of
+  // each, groups 128 apart), so a row that starts inside a chunk leaves some lanes with one group
+  // inside the row and one before it: T = chunk + 128 + 4 (one float4 of a group past the warp
+  // span's start), chunk + 256 - 4, 132, 252, 260 and, for 16 tokens per thread, 3 x 128 + 4.
+  const rlcore::gae_options options{0.98, 0.9};
+  for (const index_t cols :
+       {chunk8 + 132, chunk8 + 252, index_t{132}, index_t{252}, index_t{260}}) {
+    INFO("T = ", cols);
+    const gae_batch b(5, cols, 500 + static_cast<unsigned>(cols));
+    check_every_cluster(b, options, 8);
+  }
+  for (const index_t cols : {index_t{388}, chunk16 + 260}) {
+    INFO("T = ", cols);
+    const gae_batch b(5, cols, 600 + static_cast<unsigned>(cols));
+    check_every_cluster(b, options, 16);
+  }
 }

@@ -5,23 +5,30 @@
 // A row is covered by a group of Cluster CTAs (one thread-block cluster on sm_90; Cluster = 1:
 // one block per row, no cluster), grid-stride over rows. The group walks the row from its end in
 // rounds of Cluster chunks of Threads * Items tokens: CTA rank q takes the q-th chunk from the end
-// of the round, so all Cluster chunks are loaded at once. In a chunk, thread k owns the Items
-// consecutive tokens of piece Threads - 1 - k, so the forward order of a scan over threads is the
-// reverse order over tokens:
-//   1. load r, V and the mask of the piece into registers (16-byte loads when the views allow
-//      it) and fold the piece's tokens from its last to its first (gae_fold_token: the plain
-//      recurrence, one map per thread),
-//   2. exclusive scan of the piece maps (gae_then, with (gamma lambda)^k from two small tables of
-//      the CTA in shared memory): cub::WarpScan within each warp, then warp 0 scans the warp
+// of the round, so all Cluster chunks are loaded at once. In a chunk, warp w owns the span
+// warps - 1 - w of 32 * Items consecutive tokens, made of Items / 4 groups of 128 tokens; lane l
+// owns the 4 consecutive tokens at 4 (31 - l) of each group. So one 16-byte access of a warp
+// covers 512 contiguous bytes of r, V, A or returns (128 of the mask), and the scan order, lanes
+// 0..31 of the warp's last group, then of the group before, ..., warps 0..warps-1, is the reverse
+// order over tokens:
+//   1. load r, V and the mask of the thread's groups into registers (16-byte loads when the
+//      views allow it; from the second round of a CTA on, from shared memory, where cp.async
+//      copied them during the previous round) and fold each group's 4 tokens from the last to
+//      the first (gae_fold_token: the plain recurrence, one map per group),
+//   2. exclusive scan of the group maps in scan order (gae_then, with (gamma lambda)^k from two
+//      small tables of the CTA in shared memory): with 8 tokens per thread, the 64 group maps of
+//      a warp are moved by shuffles so that lane l holds scan positions 2l and 2l + 1, composed
+//      into one map, scanned over the lanes (gae_warp_scans) and the two exclusive maps moved
+//      back to their owners; with 16, one lane scan per group; then warp 0 scans the warp
 //      aggregates -> the chunk's aggregate map and, per warp, the map of the later warps,
 //   3. warp 0 of every CTA sends its chunk aggregate to the other CTAs of the cluster
 //      (st.async into their shared memory, completing bytes on their mbarrier: no GPU-wide fence),
 //      waits for theirs and composes, in the same fixed order, the map of the later
 //      rounds with the aggregates of the later chunks (the chunk's prefix) and with all of them
 //      (the map of the next round); it composes each warp's map with the prefix (block barrier),
-//   4. every thread composes its warp's map with its exclusive map within the warp and walks its
-//      piece backwards from that carry (the map applied to (0, 0)), writing A and A + V (0 at
-//      masked slots).
+//   4. every thread composes its warp's map with the exclusive map of each of its groups and
+//      walks the group backwards from that carry (the map applied to (0, 0)), writing A and
+//      A + V (0 at masked slots).
 // The composition order is the chunk order of the row, the same for every Cluster, grid and
 // stream: the result is a function of the data and Threads * Items alone, bitwise reproducible
 // (Cluster > 1 gives the bits of Cluster = 1). Private: include advantage.cuh.
@@ -65,48 +72,138 @@ struct gae_row_pointers {
   float* returns;
 };
 
-/// Loads the piece of Items tokens of row i starting at token `first` (tokens < 0 are outside
-/// the row: invalid, 0), through the views (per-element path).
+/// Loads the Items / 4 groups of 4 consecutive tokens of a thread in the coalesced ownership
+/// (group g starts at token `first` + 128 g; tokens < 0 are outside the row: invalid, 0), through
+/// the views (per-element path).
 template <int Items, class Layout, class Rewards, class Values>
-__device__ void load_gae_piece(const Layout& layout, const Rewards& rewards, const Values& values,
-                               index_t i, index_t first, typename Rewards::value_type* r,
-                               typename Values::value_type* v, bool* valid) {
+__device__ void load_gae_groups(const Layout& layout, const Rewards& rewards, const Values& values,
+                                index_t i, index_t first, typename Rewards::value_type* r,
+                                typename Values::value_type* v, bool* valid) {
   using R = typename Rewards::value_type;
   using V = typename Values::value_type;
 #pragma unroll
-  for (int j = 0; j < Items; ++j) {
-    const index_t t = first + j;
-    valid[j] = t >= 0 && layout.valid(i, t);
-    r[j] = t >= 0 ? rewards(i, t) : R(0);
-    v[j] = t >= 0 ? values(i, t) : V(0);
+  for (int g = 0; g < Items / 4; ++g) {
+#pragma unroll
+    for (int b = 0; b < 4; ++b) {
+      const index_t t = first + 128 * g + b;
+      valid[4 * g + b] = t >= 0 && layout.valid(i, t);
+      r[4 * g + b] = t >= 0 ? rewards(i, t) : R(0);
+      v[4 * g + b] = t >= 0 ? values(i, t) : V(0);
+    }
   }
 }
 
-/// The same from row pointers with 16-byte loads (first and the row length are multiples of 4;
-/// streaming: read once).
+/// The same from row pointers, one float4 of r and V and one mask word per group: a warp's load
+/// instruction covers 512 contiguous bytes of r or V and 128 of the mask (first is a multiple of
+/// 4; streaming: read once).
 template <int Items>
-__device__ void load_gae_piece(const gae_row_pointers& row, index_t first, float* r, float* v,
-                               bool* valid) {
-  const float* rp = row.rewards + first;
-  const float* vp = row.values + first;
-  const unsigned char* mp = row.mask + first;
+__device__ void load_gae_groups(const gae_row_pointers& row, index_t first, float* r, float* v,
+                                bool* valid) {
 #pragma unroll
-  for (int q = 0; q < Items / 4; ++q) {
-    if (first + 4 * q >= 0) {
-      load4(rp + 4 * q, &r[4 * q]);
-      load4(vp + 4 * q, &v[4 * q]);
+  for (int g = 0; g < Items / 4; ++g) {
+    const index_t t = first + 128 * g;
+    if (t >= 0) {
+      load4(row.rewards + t, &r[4 * g]);
+      load4(row.values + t, &v[4 * g]);
       const unsigned word =
-          row.mask != nullptr ? __ldcs(reinterpret_cast<const unsigned*>(mp + 4 * q)) : ~0u;
-      mask4(word, &valid[4 * q]);
+          row.mask != nullptr ? __ldcs(reinterpret_cast<const unsigned*>(row.mask + t)) : ~0u;
+      mask4(word, &valid[4 * g]);
     } else {
 #pragma unroll
       for (int b = 0; b < 4; ++b) {
-        r[4 * q + b] = 0;
-        v[4 * q + b] = 0;
-        valid[4 * q + b] = false;
+        r[4 * g + b] = 0;
+        v[4 * g + b] = 0;
+        valid[4 * g + b] = false;
       }
     }
   }
+}
+
+/// A segment map shifted up by `delta` lanes (__shfl_up_sync of each field).
+template <class C>
+__device__ math::gae_segment_map<C> gae_shfl_up(const math::gae_segment_map<C>& x, int delta) {
+  return {__shfl_up_sync(0xFFFFFFFFu, x.count, delta), __shfl_up_sync(0xFFFFFFFFu, x.value, delta),
+          __shfl_up_sync(0xFFFFFFFFu, x.advantage, delta)};
+}
+
+/// `yes` when `condition`, else `no`, field by field (selects, no local memory).
+template <class C>
+__device__ math::gae_segment_map<C> gae_pick(bool condition, const math::gae_segment_map<C>& yes,
+                                             const math::gae_segment_map<C>& no) {
+  return {condition ? yes.count : no.count, condition ? yes.value : no.value,
+          condition ? yes.advantage : no.advantage};
+}
+
+/// The segment map of lane `source` (__shfl_sync of each field).
+template <class C>
+__device__ math::gae_segment_map<C> gae_shfl(const math::gae_segment_map<C>& x, int source) {
+  return {__shfl_sync(0xFFFFFFFFu, x.count, source), __shfl_sync(0xFFFFFFFFu, x.value, source),
+          __shfl_sync(0xFFFFFFFFu, x.advantage, source)};
+}
+
+/// Groups independent scans over the 32 lanes of a warp at once (their shuffles interleaved),
+/// lane 0 first: inclusive[g] = x_0[g] o ... o x_lane[g], exclusive[g] the same up to lane - 1
+/// (the identity in lane 0), o = `then` (gae_then_op). A fixed tree (Kogge-Stone, 5 steps):
+/// the same bits on every launch.
+template <int Groups, class C>
+__device__ void gae_warp_scans(const math::gae_segment_map<C> (&x)[Groups],
+                               math::gae_segment_map<C> (&inclusive)[Groups],
+                               math::gae_segment_map<C> (&exclusive)[Groups],
+                               const gae_then_op<C>& then, int lane) {
+#pragma unroll
+  for (int g = 0; g < Groups; ++g) {
+    inclusive[g] = x[g];
+  }
+#pragma unroll
+  for (int delta = 1; delta < 32; delta *= 2) {
+#pragma unroll
+    for (int g = 0; g < Groups; ++g) {
+      const math::gae_segment_map<C> up = gae_shfl_up(inclusive[g], delta);
+      if (lane >= delta) {
+        inclusive[g] = then(up, inclusive[g]);
+      }
+    }
+  }
+#pragma unroll
+  for (int g = 0; g < Groups; ++g) {
+    exclusive[g] = gae_shfl_up(inclusive[g], 1);
+    if (lane == 0) {
+      exclusive[g] = {};
+    }
+  }
+}
+
+/// Row i's pointers for the 16-byte path (gae_row_pointers).
+template <class Layout, class Rewards, class Values, class Advantages, class Returns>
+__device__ gae_row_pointers gae_pointers_of_row(const Layout& layout, const Rewards& rewards,
+                                                const Values& values, const Advantages& advantages,
+                                                const Returns& returns, index_t i) {
+  return {rewards.data + i * rewards.row_stride, values.data + i * values.row_stride,
+          layout.mask.data != nullptr ? reinterpret_cast<const unsigned char*>(layout.mask.data)
+                                            + i * layout.mask.row_stride
+                                      : nullptr,
+          advantages.data + i * advantages.row_stride, returns.data + i * returns.row_stride};
+}
+
+/// cp.async of `bytes` (4 or 16) from global to shared memory (L2 only for 16).
+__device__ inline void gae_cp_async(void* shared, const void* global, int bytes) {
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  if (bytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(address), "l"(global)
+                 : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(address), "l"(global) : "memory");
+  }
+}
+
+/// Commits the cp.async copies issued so far as one group.
+__device__ inline void gae_cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+/// Waits until every cp.async group of the thread has completed.
+__device__ inline void gae_cp_async_wait_all() {
+  asm volatile("cp.async.wait_group 0;" ::: "memory");
 }
 
 /// Barrier of the thread-block cluster without memory ordering (barrier.cluster.arrive.relaxed:
@@ -273,12 +370,14 @@ template <int Threads, int Items, int Cluster, bool Vectorized, class C, class L
 __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
     gae_rows_kernel(Layout layout, Rewards rewards, Values values, Advantages advantages,
                     Returns returns, C gamma, C lambda) {
-  static_assert(!Vectorized || Items % 4 == 0, "vectorized chunks are whole float4s");
+  static_assert(Items % 4 == 0, "a thread's tokens are groups of 4");
+  constexpr int walks = Items / 4;                    // groups (carries, walks) per thread
+  constexpr bool paired = Items == 8;                 // one scan over pairs of group maps
+  constexpr bool prefetch = Vectorized && Items == 8; // next round's chunk by cp.async
   static_assert(Cluster >= 1 && Cluster <= gae_max_cluster && Cluster <= Threads);
   using map = math::gae_segment_map<C>;
   constexpr int warps = Threads / 32;
   static_assert(Threads % 32 == 0 && warps >= 1 && warps <= 32 && Cluster <= 32);
-  using warp_scan = cub::WarpScan<map>;
   using warps_scan = cub::WarpScan<map, warps>;
   using R = typename Rewards::value_type;
   using V = typename Values::value_type;
@@ -288,7 +387,6 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
   constexpr index_t round_tokens = chunk_tokens * Cluster;
   constexpr int high_count = static_cast<int>((chunk_tokens + 63) / 64);
   static_assert(Threads >= 64 + high_count, "one thread per power table entry");
-  __shared__ typename warp_scan::TempStorage warp_storage[warps];
   __shared__ typename warps_scan::TempStorage warps_storage;
   __shared__ map warp_aggregates[warps];
   __shared__ map warp_prefixes[warps]; // chunk prefix o the later warps of the chunk
@@ -311,47 +409,150 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
   }
   const gae_then_op<C> then{gamma, gamma_lambda, low, high};
   const auto rank = static_cast<int>(blockIdx.x % Cluster);
-  const index_t piece = index_t{Threads} - 1 - static_cast<index_t>(threadIdx.x);
+  const int warp = static_cast<int>(threadIdx.x / 32);
+  const int lane = static_cast<int>(threadIdx.x % 32);
   const index_t rows = layout.rows();
   const index_t groups = gridDim.x / Cluster;
+  // The next round's r, V (float4 slots) and mask words of each thread, by round parity.
+  constexpr int prefetch_slots = prefetch ? Threads * walks : 1;
+  __shared__ float4 next_rewards[2][prefetch_slots];
+  __shared__ float4 next_values[2][prefetch_slots];
+  __shared__ unsigned next_mask[2][prefetch_slots];
+  bool prefetched = false;
+  // This thread's group 0 from the chunk start: warp w owns span warps - 1 - w of 32 * Items
+  // tokens, lane l the float4 at 4 (31 - l) of each of its groups (128 tokens apart).
+  const index_t warp_offset = index_t{warps - 1 - warp} * (32 * Items) + 4 * (31 - lane);
   int round = 0;
   for (index_t i = blockIdx.x / Cluster; i < rows; i += groups) {
     const index_t len = layout.row_length(i);
     gae_row_pointers row{};
     if constexpr (Vectorized) {
-      row = {rewards.data + i * rewards.row_stride, values.data + i * values.row_stride,
-             layout.mask.data != nullptr ? reinterpret_cast<const unsigned char*>(layout.mask.data)
-                                               + i * layout.mask.row_stride
-                                         : nullptr,
-             advantages.data + i * advantages.row_stride, returns.data + i * returns.row_stride};
+      row = gae_pointers_of_row(layout, rewards, values, advantages, returns, i);
     }
     map running{}; // the later rounds of the row
     for (index_t end = len; end > 0; end -= round_tokens, ++round) {
-      // token of item 0 of this thread's piece (may be < 0: outside the row)
-      const index_t first = end - (rank + 1) * chunk_tokens + piece * Items;
+      const index_t chunk_start = end - (rank + 1) * chunk_tokens; // may be < 0
+      // Item 4 g + b of this thread is token first + 128 g + b (< 0: outside the row).
+      const index_t first = chunk_start + warp_offset;
       R r[Items];
       V v[Items];
       bool valid[Items];
-      if constexpr (Vectorized) {
-        load_gae_piece<Items>(row, first, r, v, valid);
-      } else {
-        load_gae_piece<Items>(layout, rewards, values, i, first, r, v, valid);
-      }
-      map piece_map{};
+      if constexpr (prefetch) {
+        if (prefetched) {
+          gae_cp_async_wait_all();
+          const int slot = round & 1;
 #pragma unroll
-      for (int j = Items - 1; j >= 0; --j) {
-        piece_map = math::gae_fold_token(piece_map, valid[j], gamma, gamma_lambda,
-                                         static_cast<C>(r[j]), static_cast<C>(v[j]));
+          for (int g = 0; g < Items / 4; ++g) {
+            const int k = g * Threads + static_cast<int>(threadIdx.x);
+            const bool inside = first + 128 * g >= 0;
+            const float4 x = inside ? next_rewards[slot][k] : float4{0, 0, 0, 0};
+            const float4 y = inside ? next_values[slot][k] : float4{0, 0, 0, 0};
+            const unsigned word = !inside ? 0u : row.mask != nullptr ? next_mask[slot][k] : ~0u;
+            r[4 * g] = x.x;
+            r[4 * g + 1] = x.y;
+            r[4 * g + 2] = x.z;
+            r[4 * g + 3] = x.w;
+            v[4 * g] = y.x;
+            v[4 * g + 1] = y.y;
+            v[4 * g + 2] = y.z;
+            v[4 * g + 3] = y.w;
+            mask4(word, &valid[4 * g]);
+          }
+        } else {
+          load_gae_groups<Items>(row, first, r, v, valid);
+        }
+        // The next round of this CTA: the next chunk group of the row, else the next row's first.
+        index_t next_i = i;
+        index_t next_end = end - round_tokens;
+        if (next_end <= 0) {
+          next_i = i + groups;
+          next_end = next_i < rows ? layout.row_length(next_i) : 0;
+        }
+        prefetched = next_end > 0;
+        if (prefetched) {
+          const gae_row_pointers next_row =
+              gae_pointers_of_row(layout, rewards, values, advantages, returns, next_i);
+          const index_t next_first = next_end - (rank + 1) * chunk_tokens + warp_offset;
+          const int slot = (round + 1) & 1;
+#pragma unroll
+          for (int g = 0; g < Items / 4; ++g) {
+            const index_t t = next_first + 128 * g;
+            const int k = g * Threads + static_cast<int>(threadIdx.x);
+            if (t >= 0) {
+              gae_cp_async(&next_rewards[slot][k], next_row.rewards + t, 16);
+              gae_cp_async(&next_values[slot][k], next_row.values + t, 16);
+              if (next_row.mask != nullptr) {
+                gae_cp_async(&next_mask[slot][k], next_row.mask + t, 4);
+              }
+            }
+          }
+          gae_cp_async_commit();
+        }
+      } else if constexpr (Vectorized) {
+        load_gae_groups<Items>(row, first, r, v, valid);
+      } else {
+        load_gae_groups<Items>(layout, rewards, values, i, first, r, v, valid);
       }
       // Step 2: scan within the warp, then of the warp aggregates (warp 0), so that each thread
-      // composes one map: (chunk prefix o later warps) o (later lanes of its warp).
-      const int warp = static_cast<int>(threadIdx.x / 32);
-      const int lane = static_cast<int>(threadIdx.x % 32);
-      map inclusive{};
-      map later{};
-      warp_scan(warp_storage[warp]).Scan(piece_map, inclusive, later, then);
-      if (lane == 31) {
-        warp_aggregates[warp] = inclusive;
+      // composes one map per group: (chunk prefix o later warps) o (later tokens of its warp).
+      map later[walks]{}; // per group: the warp's tokens after the group's 4 (exclusive)
+      {
+        map group_maps[walks]{};
+#pragma unroll
+        for (int g = 0; g < walks; ++g) {
+#pragma unroll
+          for (int b = 3; b >= 0; --b) {
+            const int j = 4 * g + b;
+            group_maps[g] = math::gae_fold_token(group_maps[g], valid[j], gamma, gamma_lambda,
+                                                 static_cast<C>(r[j]), static_cast<C>(v[j]));
+          }
+        }
+        if constexpr (paired) {
+          // Scan order: group 1 lanes 0..31 (positions 0..31), then group 0 (32..63). Lane l
+          // gathers positions 2l, 2l + 1 (two shuffle rounds, sources select the group), scans
+          // their pairs, and the exclusive maps go back to their owners (two more rounds).
+          const bool odd = (lane & 1) != 0;
+          const bool upper = lane >= 16;
+          const map got_a = gae_shfl(gae_pick(odd, group_maps[0], group_maps[1]),
+                                     (2 * lane + (upper ? 1 : 0)) & 31);
+          const map got_b = gae_shfl(gae_pick(odd, group_maps[1], group_maps[0]),
+                                     (2 * lane + (upper ? 0 : 1)) & 31);
+          const map first_map = gae_pick(upper, got_b, got_a);  // position 2 l
+          const map second_map = gae_pick(upper, got_a, got_b); // position 2 l + 1
+          map pair[1] = {then(first_map, second_map)};
+          map pair_inclusive[1]{};
+          map pair_exclusive[1]{};
+          gae_warp_scans<1>(pair, pair_inclusive, pair_exclusive, then, lane);
+          const map exclusive_first = pair_exclusive[0];
+          const map exclusive_second = then(pair_exclusive[0], first_map);
+          const map got_c = gae_shfl(gae_pick(upper, exclusive_second, exclusive_first),
+                                     odd ? 16 + lane / 2 : lane / 2);
+          const map got_d = gae_shfl(gae_pick(upper, exclusive_first, exclusive_second),
+                                     odd ? lane / 2 : 16 + lane / 2);
+          later[1] = gae_pick(odd, got_d, got_c);
+          later[0] = gae_pick(odd, got_c, got_d);
+          if (lane == 31) {
+            warp_aggregates[warp] = pair_inclusive[0];
+          }
+        } else {
+          map inclusive[walks]{};
+          gae_warp_scans<walks>(group_maps, inclusive, later, then, lane);
+          if (lane == 31) {
+            map warp_map = inclusive[walks - 1];
+#pragma unroll
+            for (int g = walks - 2; g >= 0; --g) {
+              warp_map = then(warp_map, inclusive[g]);
+            }
+            warp_aggregates[warp] = warp_map;
+          }
+          // later[g] := (the later groups of the warp) o (the later lanes of group g).
+          map after{};
+#pragma unroll
+          for (int g = walks - 1; g > 0; --g) {
+            after = then(after, gae_shfl(inclusive[g], 31));
+            later[g - 1] = then(after, later[g - 1]);
+          }
+        }
       }
       __syncthreads();
       if (warp == 0) {
@@ -378,33 +579,43 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
       }
       __syncthreads();
       running = next_running;
-      later = lane == 0 ? warp_prefixes[warp] : then(warp_prefixes[warp], later);
-      C next_value = later.value;
-      C next_advantage = later.advantage;
+      // Step 4: the carry of each group.
+      map carries[walks];
+      const map warp_prefix = warp_prefixes[warp];
+#pragma unroll
+      for (int g = 0; g < walks; ++g) {
+        carries[g] = then(warp_prefix, later[g]);
+      }
       A a_out[Items];
       Ret ret_out[Items];
 #pragma unroll
-      for (int j = Items - 1; j >= 0; --j) {
-        const C value = static_cast<C>(v[j]);
-        const C advantage = math::gae_advantage(gamma, gamma_lambda, static_cast<C>(r[j]), value,
-                                                next_value, next_advantage);
-        a_out[j] = valid[j] ? static_cast<A>(advantage) : A(0);
-        ret_out[j] = valid[j] ? static_cast<Ret>(advantage + value) : Ret(0);
-        next_value = valid[j] ? value : next_value;
-        next_advantage = valid[j] ? advantage : next_advantage;
+      for (int g = 0; g < walks; ++g) {
+        C next_value = carries[g].value;
+        C next_advantage = carries[g].advantage;
+#pragma unroll
+        for (int j = 4 * g + 3; j >= 4 * g; --j) {
+          const C value = static_cast<C>(v[j]);
+          const C advantage = math::gae_advantage(gamma, gamma_lambda, static_cast<C>(r[j]), value,
+                                                  next_value, next_advantage);
+          a_out[j] = valid[j] ? static_cast<A>(advantage) : A(0);
+          ret_out[j] = valid[j] ? static_cast<Ret>(advantage + value) : Ret(0);
+          next_value = valid[j] ? value : next_value;
+          next_advantage = valid[j] ? advantage : next_advantage;
+        }
       }
       if constexpr (Vectorized) {
 #pragma unroll
-        for (int q = 0; q < Items / 4; ++q) {
-          if (first + 4 * q >= 0) {
-            store4(row.advantages + first + 4 * q, &a_out[4 * q]);
-            store4(row.returns + first + 4 * q, &ret_out[4 * q]);
+        for (int g = 0; g < walks; ++g) {
+          const index_t t = first + 128 * g;
+          if (t >= 0) {
+            store4(row.advantages + t, &a_out[4 * g]);
+            store4(row.returns + t, &ret_out[4 * g]);
           }
         }
       } else {
 #pragma unroll
         for (int j = 0; j < Items; ++j) {
-          const index_t t = first + j;
+          const index_t t = first + 128 * (j / 4) + j % 4;
           if (t >= 0) {
             advantages(i, t) = a_out[j];
             returns(i, t) = ret_out[j];
