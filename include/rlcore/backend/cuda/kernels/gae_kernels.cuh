@@ -185,8 +185,10 @@ __device__ gae_row_pointers gae_pointers_of_row(const Layout& layout, const Rewa
           advantages.data + i * advantages.row_stride, returns.data + i * returns.row_stride};
 }
 
-/// cp.async of `bytes` (4 or 16) from global to shared memory (L2 only for 16).
+/// cp.async of `bytes` (4 or 16) from global to shared memory (L2 only for 16); before sm_80, a
+/// plain copy (the same data when the thread reads the slot after gae_cp_async_wait_all).
 __device__ inline void gae_cp_async(void* shared, const void* global, int bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
   if (bytes == 16) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(address), "l"(global)
@@ -194,16 +196,27 @@ __device__ inline void gae_cp_async(void* shared, const void* global, int bytes)
   } else {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(address), "l"(global) : "memory");
   }
+#else
+  if (bytes == 16) {
+    *static_cast<float4*>(shared) = *static_cast<const float4*>(global);
+  } else {
+    *static_cast<unsigned*>(shared) = *static_cast<const unsigned*>(global);
+  }
+#endif
 }
 
-/// Commits the cp.async copies issued so far as one group.
+/// Commits the cp.async copies issued so far as one group (sm_80+).
 __device__ inline void gae_cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
 }
 
-/// Waits until every cp.async group of the thread has completed.
+/// Waits until every cp.async group of the thread has completed (sm_80+).
 __device__ inline void gae_cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_group 0;" ::: "memory");
+#endif
 }
 
 /// Barrier of the thread-block cluster without memory ordering (barrier.cluster.arrive.relaxed:
