@@ -56,30 +56,6 @@ __global__ void gae_bytes_reference(const float4* rewards, const float4* values,
   __stcs(returns + k, make_float4(a.x + v.x, a.y + v.y, a.z + v.z, a.w + v.w));
 }
 
-/// The previous kernel's load of a thread's Items consecutive tokens from token `first` (a
-/// multiple of 4; tokens < 0 are outside the row) with 16-byte loads, for gae_stage_probe.
-template <int Items>
-__device__ void load_consecutive_piece(const rlcore::cuda::detail::gae_row_pointers& row,
-                                       index_t first, float* r, float* v, bool* valid) {
-#pragma unroll
-  for (int q = 0; q < Items / 4; ++q) {
-    const index_t t = first + 4 * q;
-    if (t >= 0) {
-      rlcore::cuda::detail::load4(row.rewards + t, &r[4 * q]);
-      rlcore::cuda::detail::load4(row.values + t, &v[4 * q]);
-      rlcore::cuda::detail::mask4(__ldcs(reinterpret_cast<const unsigned*>(row.mask + t)),
-                                  &valid[4 * q]);
-    } else {
-#pragma unroll
-      for (int b = 0; b < 4; ++b) {
-        r[4 * q + b] = 0;
-        v[4 * q + b] = 0;
-        valid[4 * q + b] = false;
-      }
-    }
-  }
-}
-
 /// Timing probe, not a GAE (its results are wrong past a piece or a warp): the per-round
 /// structure of the fused kernel as it was before the coalesced ownership (a thread owns 8
 /// consecutive tokens: each 16-byte access of a warp touches 32 half sectors 32 bytes apart) at
@@ -124,7 +100,7 @@ __global__ void __launch_bounds__(256, 4)
     float r[items];
     float v[items];
     bool valid[items];
-    load_consecutive_piece<items>(row, first, r, v, valid);
+    d::load_gae_groups<items, 4>(row, first, r, v, valid); // consecutive tokens
     map piece_map{};
 #pragma unroll
     for (int j = items - 1; j >= 0; --j) {

@@ -363,36 +363,21 @@ struct tile_scratch {
   index_t chunks;
 };
 
-/// Butterfly sum of a tile_sums over the 32 lanes of a warp: a fixed tree, the same bits in every
-/// lane.
-__device__ inline void warp_butterfly(tile_sums& x) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) {
-#pragma unroll
-    for (int f = 0; f < tile_sums::fields; ++f) {
-      x.v[f] += __shfl_xor_sync(0xffffffffu, x.v[f], offset);
-    }
-  }
-}
-
 /// Threads of tile_chunks_reduce_kernel.
 inline constexpr int chunk_reduce_threads = 256;
 
 /// Sums the tiled kernel's chunk slots s.chunk_sums[0, s.chunks) into *s.result with one block, in
 /// an order fixed by s.chunks alone: thread j adds slots j, j + 256, ... in order (loads through
-/// L2: the slots were written by other SMs), each warp sums its lanes by warp_butterfly, lane f of
-/// warp 0 adds field f of the 8 warp sums in order. Launched after the tiled kernel in the same
-/// stream, on sm_90 as its programmatic dependent: the block is scheduled as the tiled grid ends
-/// and waits for its completion and memory (griddepcontrol.wait) before reading, which saves most
-/// of a launch gap.
+/// L2: the slots were written by other SMs), then a cub block reduction (fixed tree). Launched
+/// after the tiled kernel in the same stream, on sm_90 as its programmatic dependent: the block is
+/// scheduled as the tiled grid ends and waits for its completion and memory (griddepcontrol.wait)
+/// before reading, which saves most of a launch gap.
 __global__ void __launch_bounds__(chunk_reduce_threads) tile_chunks_reduce_kernel(tile_scratch s) {
-  constexpr int warps = chunk_reduce_threads / 32;
-  __shared__ double warp_sums[warps * tile_sums::fields];
+  using block_reduce = cub::BlockReduce<tile_sums, chunk_reduce_threads>;
+  __shared__ typename block_reduce::TempStorage storage;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-  const int lane = static_cast<int>(threadIdx.x) % 32;
-  const int warp = static_cast<int>(threadIdx.x) / 32;
   tile_sums acc;
   for (index_t slot = threadIdx.x; slot < s.chunks; slot += chunk_reduce_threads) {
 #pragma unroll
@@ -400,29 +385,9 @@ __global__ void __launch_bounds__(chunk_reduce_threads) tile_chunks_reduce_kerne
       acc.v[f] += __ldcg(&s.chunk_sums[slot].v[f]);
     }
   }
-  warp_butterfly(acc);
-  if (lane == 0) {
-#pragma unroll
-    for (int f = 0; f < tile_sums::fields; ++f) {
-      warp_sums[warp * tile_sums::fields + f] = acc.v[f];
-    }
-  }
-  __syncthreads();
-  if (warp == 0) {
-    double field_total = 0.0;
-    if (lane < tile_sums::fields) {
-      for (int w = 0; w < warps; ++w) {
-        field_total += warp_sums[w * tile_sums::fields + lane];
-      }
-    }
-    tile_sums total;
-#pragma unroll
-    for (int f = 0; f < tile_sums::fields; ++f) {
-      total.v[f] = __shfl_sync(0xffffffffu, field_total, f);
-    }
-    if (lane == 0) {
-      *s.result = total.objective_sums();
-    }
+  const tile_sums total = block_reduce(storage).Reduce(acc, accumulate_op{});
+  if (threadIdx.x == 0) {
+    *s.result = total.objective_sums();
   }
 }
 
@@ -493,9 +458,10 @@ __device__ inline clipped_tile_totals warp_sum(const clipped_tile_sums& s) {
 /// stores and keeps float sums and integer counts; the lanes also count the valid tokens of the
 /// warp's next row, so its weight is known when it starts. One warp reduction per row gives the
 /// row's weighted sums (10 doubles) in shared memory; at the end of a chunk (one block barrier)
-/// warp 0 adds them in a fixed tree (row r + 32 onto row r, then a butterfly) into the chunk's
-/// slot. tile_chunks_reduce_kernel sums the chunk slots. Every order of summation depends only on
-/// the rows count: bitwise reproducible for any grid, block size and stream.
+/// warp 0 adds them in a fixed tree (row r + 32 onto row r, then a cub warp reduction) into the
+/// chunk's slot. tile_chunks_reduce_kernel sums the chunk slots. Every order of
+/// summation depends only on the rows count: bitwise reproducible for any grid, block size and
+/// stream.
 template <class Config, bool HasRef, bool KlK3, bool Plain, class Layout, class Views, class Grad>
 __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
     clipped_policy_tiles_kernel(Layout layout, Views v, Grad grad,
@@ -508,6 +474,8 @@ __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
   // Weighted sums of the rows of the current chunk (double-buffered by chunk parity: warp 0 reads
   // one buffer after the chunk's barrier while the other warps fill the other).
   __shared__ double row_slots[2][policy_chunk_max_rows * slot_doubles];
+  using chunk_reduce = cub::WarpReduce<tile_sums>;
+  __shared__ typename chunk_reduce::TempStorage chunk_storage;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int warp = static_cast<int>(threadIdx.x) / 32;
   const index_t rows = layout.rows();
@@ -634,7 +602,8 @@ __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
     }
     __syncthreads(); // the chunk's row slots are written
     if (warp == 0) {
-      // Fixed tree over the chunk's n <= 64 rows: lane l adds rows l and l + 32, then a butterfly.
+      // Fixed tree over the chunk's n <= 64 rows: lane l adds rows l and l + 32, then a cub warp
+      // reduction.
       const auto n = static_cast<int>(chunk_end - chunk_begin);
       tile_sums x;
 #pragma unroll
@@ -644,14 +613,9 @@ __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
           x.v[f] += slots[(lane + 32) * slot_doubles + f];
         }
       }
-      warp_butterfly(x);
-      if (lane < slot_doubles) {
-        double mine = x.v[0];
-#pragma unroll
-        for (int f = 1; f < slot_doubles; ++f) {
-          mine = lane == f ? x.v[f] : mine;
-        }
-        scratch.chunk_sums[chunk].v[lane] = mine;
+      const tile_sums chunk_total = chunk_reduce(chunk_storage).Reduce(x, accumulate_op{});
+      if (lane == 0) {
+        scratch.chunk_sums[chunk] = chunk_total;
       }
     }
     parity ^= 1;
