@@ -7,6 +7,7 @@
 //   runs and launches of the tail kernel (plain, programmatic dependent), rows counts around the
 //   chunk sizes, consecutive calls on one temporary storage and concurrent calls on two streams.
 #include "gae_test_util.cuh"
+#include "token_batch.cuh"
 
 #include <rlcore/backend/cuda/advantage.cuh>
 #include <rlcore/backend/cuda/policy.cuh>
@@ -180,35 +181,6 @@ TEST_CASE("fused GAE validates its arguments") {
 }
 
 namespace {
-
-/// Per-token objective inputs; masked slots hold garbage (inf, NaN) every third slot.
-struct token_batch {
-  index_t rows;
-  index_t cols;
-  std::vector<std::uint8_t> mask;
-  std::vector<float> lp, old, ref, adv;
-
-  token_batch(index_t n, index_t t, unsigned seed)
-      : rows(n), cols(t), mask(bernoulli<std::uint8_t>(n * t, 0.8, seed)),
-        lp(uniform<float>(n * t, -3.0, -0.1, seed + 1)), old(n * t), ref(n * t),
-        adv(uniform<float>(n * t, -2.0, 2.0, seed + 2)) {
-    const auto d1 = uniform<float>(n * t, -0.5, 0.5, seed + 3);
-    const auto d2 = uniform<float>(n * t, -0.5, 0.5, seed + 4);
-    for (index_t k = 0; k < n * t; ++k) {
-      old[k] = lp[k] + d1[k];
-      ref[k] = lp[k] + d2[k];
-    }
-    for (index_t k = 0; k < t && n > 2; ++k) {
-      mask[2 * t + k] = 0; // an all-masked row
-    }
-    for (index_t k = 0; k < n * t; k += 3) {
-      if (mask[k] == 0) {
-        lp[k] = std::numeric_limits<float>::infinity();
-        old[k] = std::numeric_limits<float>::quiet_NaN();
-      }
-    }
-  }
-};
 
 struct outcome {
   rlcore::objective_result result;

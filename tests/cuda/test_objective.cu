@@ -4,6 +4,7 @@
 // bitwise determinism; masked slots holding inf / NaN give exactly 0 gradient and finite loss;
 // the device's bounded exponential against exp in double.
 #include "cuda_test_util.cuh"
+#include "token_batch.cuh"
 
 #include <rlcore/backend/cuda/policy.cuh>
 #include <rlcore/math/functions.hpp>
@@ -28,40 +29,6 @@ __global__ void exp_bounded_kernel(const float* x, float* out, index_t n) {
   }
 }
 
-struct token_batch {
-  index_t rows;
-  index_t cols;
-  std::vector<std::uint8_t> mask;
-  std::vector<float> lp, old, ref, adv;
-
-  token_batch(index_t n, index_t t, unsigned seed)
-      : rows(n), cols(t), mask(bernoulli<std::uint8_t>(n * t, 0.8, seed)),
-        lp(uniform<float>(n * t, -3.0, -0.1, seed + 1)), old(n * t), ref(n * t),
-        adv(uniform<float>(n * t, -2.0, 2.0, seed + 2)) {
-    const auto d1 = uniform<float>(n * t, -0.5, 0.5, seed + 3);
-    const auto d2 = uniform<float>(n * t, -0.5, 0.5, seed + 4);
-    for (index_t k = 0; k < n * t; ++k) {
-      old[k] = lp[k] + d1[k];
-      ref[k] = lp[k] + d2[k];
-    }
-    for (index_t k = 0; k < t; ++k) {
-      mask[2 * t + k] = 0; // an all-masked row
-    }
-    // Masked slots hold garbage: inf and NaN must not leak into the loss or the gradient.
-    for (index_t k = 0; k < n * t; k += 3) {
-      if (mask[k] == 0) {
-        lp[k] = std::numeric_limits<float>::infinity();
-        old[k] = std::numeric_limits<float>::quiet_NaN();
-      }
-    }
-  }
-};
-
-template <class V>
-std::vector<double> dbl(const V& x) {
-  return {x.begin(), x.end()};
-}
-
 struct outcome {
   rlcore::objective_result result;
   std::vector<double> grad;
@@ -70,10 +37,10 @@ struct outcome {
 /// The CPU objective in double.
 outcome cpu_objective(const token_batch& b, const rlcore::policy_options& o) {
   const auto layout = rlcore::padded(rlcore::make_matrix_view(b.mask.data(), b.rows, b.cols));
-  const auto lp = dbl(b.lp);
-  const auto old = dbl(b.old);
-  const auto ref = dbl(b.ref);
-  const auto adv = dbl(b.adv);
+  const auto lp = as_double(b.lp);
+  const auto old = as_double(b.old);
+  const auto ref = as_double(b.ref);
+  const auto adv = as_double(b.adv);
   outcome out;
   out.grad.assign(b.rows * b.cols, 0.0);
   auto m = [&](const std::vector<double>& x) {
@@ -113,7 +80,7 @@ outcome gpu_objective(const token_batch& b, const rlcore::policy_options& o) {
   } else {
     out.result = rlcore::policy_objective(layout, inputs, g, rlcore::none, o, ctx);
   }
-  out.grad = dbl(to_host(grad));
+  out.grad = as_double(to_host(grad));
   return out;
 }
 
