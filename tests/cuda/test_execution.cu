@@ -2,6 +2,8 @@
 // layouts, determinism, device-side layout validation and CUDA error reporting.
 #include "cuda_test_util.cuh"
 
+#include <rlcore/backend/host/execution.hpp>
+
 #include <cmath>
 #include <cstdint>
 
@@ -268,6 +270,170 @@ TEST_CASE("reverse_affine_scan_rows: carries match a sequential loop, masks keep
   CHECK(scan_error(520, 2100) < 1e-5);
   // Short rows (one tile) and a single token.
   CHECK(scan_error(3, 1) < 1e-6);
+}
+
+namespace {
+
+/// A 2 x 2 matrix over the integers mod 2^32: an exact, associative, non-commutative monoid, so
+/// the GPU's scan tree must give the host loop's bits.
+struct mat2 {
+  std::uint32_t m00 = 1;
+  std::uint32_t m01 = 0;
+  std::uint32_t m10 = 0;
+  std::uint32_t m11 = 1;
+};
+
+bool operator==(const mat2& x, const mat2& y) {
+  return x.m00 == y.m00 && x.m01 == y.m01 && x.m10 == y.m10 && x.m11 == y.m11;
+}
+
+/// combine: the segment `earlier` followed by `later` in row order is earlier * later.
+struct matrix_then {
+  RLCORE_HD mat2 operator()(const mat2& later, const mat2& x) const {
+    return {x.m00 * later.m00 + x.m01 * later.m10, x.m00 * later.m01 + x.m01 * later.m11,
+            x.m10 * later.m00 + x.m11 * later.m10, x.m10 * later.m01 + x.m11 * later.m11};
+  }
+};
+
+/// Token (i, t)'s matrix from a hash of (i, t) (masked tokens included: the scan sees them all).
+struct matrix_element {
+  RLCORE_HD mat2 operator()(index_t i, index_t t) const {
+    auto h = static_cast<std::uint32_t>(i * 7919 + t * 104729 + 17);
+    h ^= h >> 13;
+    h *= 0x5bd1e995U;
+    h ^= h >> 15;
+    return {h % 5, (h >> 3) % 4 + 1, (h >> 7) % 3, (h >> 11) % 5 + 1};
+  }
+};
+
+/// Writes what out sees to slot i * cols + t of two arrays (host or device memory).
+struct record_matrices {
+  index_t cols;
+  mat2* exclusive;
+  mat2* inclusive;
+  RLCORE_HD void operator()(index_t i, index_t t, const mat2& before, const mat2& total) const {
+    exclusive[i * cols + t] = before;
+    inclusive[i * cols + t] = total;
+  }
+};
+
+/// The scan of `device_layout` on the GPU (twice: bitwise the same) against the host loop over
+/// `host_layout` (the same rows), slot by slot over an N x cols grid; slots past a row's end must
+/// keep their fill value (out called for t < len only).
+template <class DeviceLayout, class HostLayout>
+bool matrix_scan_matches_host(const DeviceLayout& device_layout, const HostLayout& host_layout,
+                              index_t cols) {
+  const auto slots = static_cast<std::size_t>(host_layout.rows() * cols);
+  const mat2 fill{7, 7, 7, 7};
+  std::vector<mat2> host_exclusive(slots, fill);
+  std::vector<mat2> host_inclusive(slots, fill);
+  rlcore::host_context{}.reverse_scan_rows(
+      host_layout, mat2{}, matrix_element{}, matrix_then{},
+      record_matrices{cols, host_exclusive.data(), host_inclusive.data()});
+  bool ok = true;
+  std::vector<mat2> first;
+  for (int run = 0; run < 2; ++run) {
+    thrust::device_vector<mat2> exclusive(slots, fill);
+    thrust::device_vector<mat2> inclusive(slots, fill);
+    ctx.reverse_scan_rows(device_layout, mat2{}, matrix_element{}, matrix_then{},
+                          record_matrices{cols, thrust::raw_pointer_cast(exclusive.data()),
+                                          thrust::raw_pointer_cast(inclusive.data())});
+    const auto e = to_host(exclusive);
+    const auto in = to_host(inclusive);
+    ok = ok && e == host_exclusive && in == host_inclusive;
+    if (run == 0) {
+      first = in;
+    } else {
+      ok = ok && in == first;
+    }
+  }
+  return ok;
+}
+
+} // namespace
+
+TEST_CASE("reverse_scan_rows: a non-commutative monoid on the GPU gives the host loop's values") {
+  // The host loop is itself checked against products written out in
+  // tests/advantage/test_scan_rows.cpp; here the GPU's tiles, running prefix and scan order.
+  SUBCASE("padded, masked slots included, rows of several tiles (1024 tokens each)") {
+    const index_t rows = 5;
+    const index_t cols = 5000;
+    const auto mask = bernoulli<std::uint8_t>(static_cast<std::size_t>(rows * cols), 0.8, 41);
+    const auto dmask = to_device(mask);
+    const auto device_layout = rlcore::cuda::padded(dmat(dmask, rows, cols));
+    const auto host_layout = rlcore::padded(rlcore::make_matrix_view(mask.data(), rows, cols));
+    CHECK(matrix_scan_matches_host(device_layout, host_layout, cols));
+  }
+  SUBCASE("padded: one token per row, many rows") {
+    CHECK(matrix_scan_matches_host(rlcore::padded_unmasked<device_space>(600, 1),
+                                   rlcore::padded_unmasked(600, 1), 1));
+  }
+  SUBCASE("packed: empty, one-token, exactly one tile, one tile + 1, long rows") {
+    const std::vector<index_t> lengths{5, 0, 1, 1024, 1025, 0, 3000, 2, 1, 0};
+    std::vector<index_t> offsets{0};
+    for (index_t len : lengths) {
+      offsets.push_back(offsets.back() + len);
+    }
+    // The packed rows written to a grid of N x 3000 slots (record's i * cols + t).
+    const auto device_offsets = to_device(offsets);
+    CHECK(matrix_scan_matches_host(rlcore::cuda::packed(device_offsets), rlcore::packed(offsets),
+                                   3000));
+  }
+  SUBCASE("no rows, and only empty rows") {
+    const std::vector<index_t> empty{0, 0, 0};
+    const auto device_empty = to_device(empty);
+    CHECK(matrix_scan_matches_host(rlcore::cuda::packed(device_empty), rlcore::packed(empty), 1));
+    const std::vector<index_t> none{0};
+    const auto device_none = to_device(none);
+    CHECK(matrix_scan_matches_host(rlcore::cuda::packed(device_none), rlcore::packed(none), 1));
+  }
+}
+
+namespace {
+
+/// Exact affine coefficients: a in {1, -1, 0}, b an integer in [-3, 3] (every carry is a small
+/// integer, so every association order gives the same double).
+struct integer_affine_coeff {
+  struct pair {
+    double first;
+    double second;
+  };
+  RLCORE_HD pair operator()(index_t i, index_t t) const {
+    const index_t k = i * 131 + t;
+    const double a = k % 7 == 0 ? 0.0 : (k % 3 == 0 ? -1.0 : 1.0);
+    return {a, static_cast<double>(k % 7) - 3.0};
+  }
+};
+
+struct store_double_carries {
+  index_t cols;
+  double* before;
+  double* after;
+  RLCORE_HD void operator()(index_t i, index_t t, double c, double c_next) const {
+    before[i * cols + t] = c;
+    after[i * cols + t] = c_next;
+  }
+};
+
+} // namespace
+
+TEST_CASE("reverse_affine_scan_rows: exact affine maps give the host's carries bit for bit") {
+  const index_t rows = 7;
+  const index_t cols = 2600;
+  const auto slots = static_cast<std::size_t>(rows * cols);
+  std::vector<double> hb(slots);
+  std::vector<double> ha(slots);
+  rlcore::host_context{}.reverse_affine_scan_rows(rlcore::padded_unmasked(rows, cols),
+                                                  integer_affine_coeff{},
+                                                  store_double_carries{cols, hb.data(), ha.data()});
+  thrust::device_vector<double> db(slots, -9.0);
+  thrust::device_vector<double> da(slots, -9.0);
+  ctx.reverse_affine_scan_rows(rlcore::padded_unmasked<device_space>(rows, cols),
+                               integer_affine_coeff{},
+                               store_double_carries{cols, thrust::raw_pointer_cast(db.data()),
+                                                    thrust::raw_pointer_cast(da.data())});
+  CHECK(bitwise_equal(to_host(db), hb));
+  CHECK(bitwise_equal(to_host(da), ha));
 }
 
 TEST_CASE("allocate and copy_to_host") {

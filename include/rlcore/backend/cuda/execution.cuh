@@ -93,22 +93,35 @@ struct execution_context<device_space> {
     RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_rows_kernel");
   }
 
-  /// Per row, t = len-1 .. 0: (a, b) = coeff(i, t); c' = a * c + b; out(i, t, c, c'); c = c'
-  /// (c = 0 at the row's end). A block-wide associative scan over affine maps per row (CUB
-  /// BlockScan with a running prefix across tiles); asynchronous.
-  template <class Layout, class Coeff, class Out>
-  void reverse_affine_scan_rows(const Layout& layout, Coeff&& coeff, Out&& out) const {
+  /// Reverse scan of each row over the monoid of `identity` (contract in execution.hpp): one
+  /// block per row (grid-stride over rows), tiles of 1024 tokens (256 threads x 4) from the row's
+  /// end, cub::BlockScan::ExclusiveScan with `combine` and a running prefix across tiles (a
+  /// fixed tree: the same bits on every run); out(i, t, exclusive, combine(exclusive,
+  /// element(i, t))) for every token slot. M: trivially copyable. Asynchronous.
+  template <class Layout, class M, class Element, class Combine, class Out>
+  void reverse_scan_rows(const Layout& layout, const M& identity, Element&& element,
+                         Combine&& combine, Out&& out) const {
     const index_t rows = layout.rows();
     if (rows <= 0) {
       return;
     }
-    using C = std::remove_cvref_t<decltype(coeff(index_t{0}, index_t{0}).second)>;
     const auto grid = static_cast<unsigned>(
         rows < cuda::detail::max_grid_blocks ? rows : cuda::detail::max_grid_blocks);
-    cuda::detail::reverse_affine_scan_rows_kernel<C>
-        <<<grid, cuda::detail::block_threads, 0, stream>>>(layout, std::decay_t<Coeff>(coeff),
-                                                           std::decay_t<Out>(out));
-    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reverse_affine_scan_rows_kernel");
+    cuda::detail::reverse_scan_rows_kernel<<<grid, cuda::detail::block_threads, 0, stream>>>(
+        layout, identity, std::decay_t<Element>(element), std::decay_t<Combine>(combine),
+        std::decay_t<Out>(out));
+    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reverse_scan_rows_kernel");
+  }
+
+  /// Per row, t = len-1 .. 0: (a, b) = coeff(i, t); c' = a * c + b; out(i, t, c, c'); c = c'
+  /// (c = 0 at the row's end): reverse_scan_rows over affine_map<C> (C: the type of coeff's
+  /// second), whose exclusive / inclusive b are c / c'. Asynchronous.
+  template <class Layout, class Coeff, class Out>
+  void reverse_affine_scan_rows(const Layout& layout, Coeff&& coeff, Out&& out) const {
+    using C = std::remove_cvref_t<decltype(coeff(index_t{0}, index_t{0}).second)>;
+    reverse_scan_rows(layout, affine_map<C>{},
+                      rlcore::detail::affine_scan_element<C, std::decay_t<Coeff>>{coeff},
+                      affine_then{}, rlcore::detail::affine_scan_out<C, std::decay_t<Out>>{out});
   }
 
   /// Copies n elements from device memory to host memory; waits for them.

@@ -466,23 +466,36 @@ struct execution_context<host_space> {
     }
   }
 
-  /// Reverse affine scan along each row: carry c = 0 at the row's end, then for t = len-1 .. 0
-  ///   (a, b) = coeff(i, t);  c_new = a * c + b;  out(i, t, c, c_new);  c = c_new
-  /// so `out` sees the exclusive (c, from t + 1 onwards) and inclusive (c_new) carries.
-  template <class Layout, class Coeff, class Out>
-  void reverse_affine_scan_rows(const Layout& layout, Coeff&& coeff, Out&& out) const {
+  /// Reverse scan of each row over the monoid of `identity` (contract in execution.hpp): a plain
+  /// loop, t = len-1 .. 0, later = identity at the row's end:
+  ///   m = element(i, t);  total = combine(later, m);  out(i, t, later, total);  later = total.
+  /// element, combine and out are called in that order, token by token.
+  template <class Layout, class M, class Element, class Combine, class Out>
+  void reverse_scan_rows(const Layout& layout, const M& identity, Element&& element,
+                         Combine&& combine, Out&& out) const {
     const index_t rows = layout.rows();
     for (index_t i = 0; i < rows; ++i) {
       const index_t len = layout.row_length(i);
-      using C = decltype(coeff(i, index_t{0}).second);
-      C carry{0};
+      M later = identity;
       for (index_t t = len - 1; t >= 0; --t) {
-        const auto ab = coeff(i, t);
-        const C next = ab.first * carry + ab.second;
-        out(i, t, carry, next);
-        carry = next;
+        const M m = element(i, t);
+        const M total = combine(later, m);
+        out(i, t, later, total);
+        later = total;
       }
     }
+  }
+
+  /// Reverse affine scan along each row: carry c = 0 at the row's end, then for t = len-1 .. 0
+  ///   (a, b) = coeff(i, t);  c_new = a * c + b;  out(i, t, c, c_new);  c = c_new
+  /// so `out` sees the exclusive (c, from t + 1 onwards) and inclusive (c_new) carries. It is
+  /// reverse_scan_rows over affine_map<C> (C: the type of coeff's second), whose b is the carry.
+  template <class Layout, class Coeff, class Out>
+  void reverse_affine_scan_rows(const Layout& layout, Coeff&& coeff, Out&& out) const {
+    using C = std::remove_cvref_t<decltype(coeff(index_t{0}, index_t{0}).second)>;
+    reverse_scan_rows(layout, affine_map<C>{},
+                      detail::affine_scan_element<C, std::decay_t<Coeff>>{coeff}, affine_then{},
+                      detail::affine_scan_out<C, std::decay_t<Out>>{out});
   }
 
   /// Copies n elements from context memory to host memory (a plain copy on the host).

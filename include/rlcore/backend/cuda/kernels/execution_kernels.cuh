@@ -145,66 +145,51 @@ __global__ void __launch_bounds__(block_threads) reduce_rows_kernel(Layout layou
   }
 }
 
-/// The affine map c -> a * c + b; composing "x then y" gives (y.a * x.a, y.a * x.b + y.b).
-template <class C>
-struct affine_map {
-  C a;
-  C b;
-};
-
-struct compose_affine {
-  template <class C>
-  __device__ affine_map<C> operator()(const affine_map<C>& first, const affine_map<C>& then) const {
-    return {then.a * first.a, then.a * first.b + then.b};
-  }
-};
-
-/// Carries the composition of every earlier tile of a row into the next tile's scan.
-template <class C>
-struct running_affine_prefix {
-  affine_map<C> running{C(1), C(0)};
-  __device__ affine_map<C> operator()(const affine_map<C>& tile_aggregate) {
-    const affine_map<C> before = running;
-    running = compose_affine{}(running, tile_aggregate);
+/// Carries the composite of every earlier tile of a row (the tokens after the current tile) into
+/// the next tile's scan: called by the block scan with the tile's aggregate, returns the composite
+/// before it.
+template <class M, class Combine>
+struct running_scan_prefix {
+  M running;
+  Combine combine;
+  __device__ M operator()(const M& tile_aggregate) {
+    const M before = running;
+    running = combine(running, tile_aggregate);
     return before;
   }
 };
 
-/// One block per row: the reverse affine scan as a block-wide exclusive scan over tiles of
-/// block_threads * scan_items_per_thread tokens, position p of the scan being t = len - 1 - p.
-/// The exclusive composite applied to the initial carry 0 is its b, the carry c from t + 1 on.
-template <class C, class Layout, class Coeff, class Out>
+/// One block per row (grid-stride over rows): the reverse scan of reverse_scan_rows as a
+/// block-wide exclusive scan (cub::BlockScan, a fixed tree) over tiles of
+/// block_threads * scan_items_per_thread tokens from the row's end, scan position p being token
+/// t = len - 1 - p (thread k holds positions 4k .. 4k + 3 of a tile), with a running prefix
+/// across tiles. The scan operator is combine(earlier position, later position) = combine(later
+/// tokens, earlier token), the contract's order. Positions past the row's start hold `identity`.
+template <class M, class Layout, class Element, class Combine, class Out>
 __global__ void __launch_bounds__(block_threads, 2)
-    reverse_affine_scan_rows_kernel(Layout layout, Coeff coeff, Out out) {
+    reverse_scan_rows_kernel(Layout layout, M identity, Element element, Combine combine, Out out) {
   constexpr int items = scan_items_per_thread;
   constexpr index_t tile = index_t{block_threads} * items;
-  using block_scan = cub::BlockScan<affine_map<C>, block_threads>;
+  using block_scan = cub::BlockScan<M, block_threads>;
   __shared__ typename block_scan::TempStorage storage;
   const index_t rows = layout.rows();
   for (index_t i = blockIdx.x; i < rows; i += gridDim.x) {
     const index_t len = layout.row_length(i);
-    running_affine_prefix<C> prefix;
+    running_scan_prefix<M, Combine> prefix{identity, combine};
     for (index_t base = 0; base < len; base += tile) {
-      affine_map<C> maps[items];
+      M values[items];
 #pragma unroll
       for (int j = 0; j < items; ++j) {
         const index_t p = base + static_cast<index_t>(threadIdx.x) * items + j;
-        if (p < len) {
-          const auto ab = coeff(i, len - 1 - p);
-          maps[j] = {static_cast<C>(ab.first), static_cast<C>(ab.second)};
-        } else {
-          maps[j] = {C(1), C(0)};
-        }
+        values[j] = p < len ? static_cast<M>(element(i, len - 1 - p)) : identity;
       }
-      affine_map<C> before[items];
-      block_scan(storage).ExclusiveScan(maps, before, compose_affine{}, prefix);
+      M before[items];
+      block_scan(storage).ExclusiveScan(values, before, combine, prefix);
 #pragma unroll
       for (int j = 0; j < items; ++j) {
         const index_t p = base + static_cast<index_t>(threadIdx.x) * items + j;
         if (p < len) {
-          const C carry = before[j].b;
-          const C next = maps[j].a * carry + maps[j].b;
-          out(i, len - 1 - p, carry, next);
+          out(i, len - 1 - p, before[j], combine(before[j], values[j]));
         }
       }
       __syncthreads(); // storage is reused by the next tile
