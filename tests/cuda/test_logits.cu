@@ -310,6 +310,8 @@ namespace {
 /// n x t_len token slots: 3 x 4 with two masked slots, or (more rows than resident clusters:
 /// several waves of clusters) every 7th slot masked and the first 3 slots of every 5th sequence.
 /// Token ids (r * 7919) % V, V - 1 at slot 1, or first_ids[r] for the first slots when given.
+/// The gradient's columns V .. stride - 1 (row padding) must keep the value they had (a sentinel,
+/// or the logits in place).
 template <class T>
 void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride = 0,
                       int cluster_size = 0, index_t n = 3, index_t t_len = 4,
@@ -363,7 +365,8 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
                              rlcore::make_matrix_view(adv_d.data(), n, t_len), grad_view);
 
   thrust::device_vector<T> d(host.begin(), host.end());
-  thrust::device_vector<T> dgrad(in_place ? 0 : slots * stride);
+  const T sentinel = to_logit<T>(12.5f);
+  thrust::device_vector<T> dgrad(in_place ? 0 : slots * stride, sentinel);
   const auto dmask = to_device(mask);
   const auto dids = to_device(ids);
   const auto dold = to_device(old);
@@ -399,6 +402,14 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
   for (double g : grad_lp) {
     largest_grad_lp = std::max(largest_grad_lp, std::abs(g));
   }
+  bool padding_kept = true;
+  for (index_t r = 0; r < slots; ++r) {
+    for (index_t j = vocab; j < stride; ++j) {
+      const double before = from_logit(in_place ? host[r * stride + j] : sentinel);
+      padding_kept = padding_kept && from_logit(grad_dev[r * stride + j]) == before;
+    }
+  }
+  CHECK(padding_kept);
   for (index_t r = 0; r < slots; ++r) {
     if (mask[r] == 0) {
       CHECK(lp_dev[r] == 0.0f);
