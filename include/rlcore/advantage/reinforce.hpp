@@ -28,39 +28,16 @@ struct remax_options {
 
 namespace detail {
 
-/// Marks the last valid token of each row in a token-slot buffer (1 there, 0 elsewhere).
-template <class Layout>
-struct valid_count_coefficients {
-  Layout layout;
-  RLCORE_HD math::affine_step operator()(index_t i, index_t t) const {
-    return math::valid_count_step(layout.valid(i, t));
-  }
-};
-template <class Layout>
-struct store_last_valid_flag {
-  Layout layout;
-  unsigned char* slots;
-  RLCORE_HD void operator()(index_t i, index_t t, double valid_after, double) const {
-    slots[token_slot(layout, i, t)] = layout.valid(i, t) && valid_after == 0.0 ? 1 : 0;
-  }
-};
-
-/// Return-to-go coefficients; baseline[i] (if any) is subtracted from the reward of the last
-/// valid token of row i.
+/// Return-to-go coefficients (no baseline): the affine step of token (i, t).
 template <class Layout, class Rewards>
 struct return_coefficients {
   Layout layout;
   Rewards rewards;
   double gamma;
-  const double* baseline;          ///< N entries, or null
-  const unsigned char* last_valid; ///< token slots, or null (with baseline null)
   RLCORE_HD math::affine_step operator()(index_t i, index_t t) const {
     const bool valid = layout.valid(i, t);
-    double reward = valid ? static_cast<double>(rewards(i, t)) : 0.0;
-    if (baseline != nullptr && valid && last_valid[token_slot(layout, i, t)] != 0) {
-      reward -= baseline[i];
-    }
-    return math::discounted_return_step(valid, gamma, reward);
+    return math::discounted_return_step(valid, gamma,
+                                        valid ? static_cast<double>(rewards(i, t)) : 0.0);
   }
 };
 
@@ -75,23 +52,81 @@ struct write_inclusive_carry {
   }
 };
 
-/// Discounted returns with an optional terminal baseline into the bound tensor `returns`.
+/// The return-to-go scan with a terminal baseline as one monoid scan: a segment of a row with at
+/// least one valid token is its return map c -> a c + s (a = gamma^valid tokens, s its discounted
+/// rewards: math::discounted_return_step composed by affine_then) together with s_end, its
+/// discounted rewards with the row's baseline taken from the reward of its last valid token (the
+/// carry it makes when nothing valid follows it). A segment without valid tokens is the identity.
+struct baseline_return_segment {
+  bool any_valid = false;
+  affine_map<double> returns; ///< the return map of the segment
+  double returns_at_end = 0;  ///< its carry from the row's end, baseline applied
+};
+
+/// combine of baseline_return_segment (reverse_scan_rows' order): `earlier` in front of `later`.
+/// If `later` has a valid token, the baseline sits in `later`: s_end = a_earlier s_end_later +
+/// s_earlier; otherwise `earlier` holds the row's last valid token and keeps its s_end.
+struct baseline_return_then {
+  RLCORE_HD baseline_return_segment operator()(const baseline_return_segment& later,
+                                               const baseline_return_segment& earlier) const {
+    if (!earlier.any_valid) {
+      return later;
+    }
+    if (!later.any_valid) {
+      return earlier;
+    }
+    const affine_map<double> later_from_end{later.returns.a, later.returns_at_end};
+    return {true, affine_then{}(later.returns, earlier.returns),
+            affine_then{}(later_from_end, earlier.returns).b};
+  }
+};
+
+/// Token (i, t) as a baseline_return_segment: a valid token is (gamma, r) with s_end = r - b_i
+/// (the same step with baseline[i] subtracted from its reward).
+template <class Layout, class Rewards>
+struct baseline_return_token {
+  Layout layout;
+  Rewards rewards;
+  double gamma;
+  const double* baseline; ///< N entries
+  RLCORE_HD baseline_return_segment operator()(index_t i, index_t t) const {
+    if (!layout.valid(i, t)) {
+      return {};
+    }
+    const auto reward = static_cast<double>(rewards(i, t));
+    const math::affine_step step = math::discounted_return_step(true, gamma, reward);
+    const math::affine_step last = math::discounted_return_step(true, gamma, reward - baseline[i]);
+    return {true, {step.first, step.second}, last.second};
+  }
+};
+
+/// out(i, t) = the return at valid tokens (the inclusive segment's s_end), 0 at masked ones.
+template <class Layout, class Out>
+struct write_baseline_return {
+  Layout layout;
+  Out out;
+  RLCORE_HD void operator()(index_t i, index_t t, const baseline_return_segment&,
+                            const baseline_return_segment& inclusive) const {
+    using T = typename Out::value_type;
+    out(i, t) = layout.valid(i, t) ? static_cast<T>(inclusive.returns_at_end) : T(0);
+  }
+};
+
+/// Discounted returns with an optional terminal baseline (baseline[i] subtracted from the reward
+/// of row i's last valid token) into the bound tensor `returns`; one reverse scan either way.
 template <class Layout, class Rewards, class Returns, class Context>
 void discounted_returns(const Layout& layout, const Rewards& rewards, const Returns& returns,
                         double gamma, const double* baseline, const Context& ctx) {
   if (baseline == nullptr) {
-    ctx.reverse_affine_scan_rows(
-        layout, return_coefficients<Layout, Rewards>{layout, rewards, gamma, nullptr, nullptr},
-        write_inclusive_carry<Layout, Returns>{layout, returns});
+    ctx.reverse_affine_scan_rows(layout,
+                                 return_coefficients<Layout, Rewards>{layout, rewards, gamma},
+                                 write_inclusive_carry<Layout, Returns>{layout, returns});
     return;
   }
-  auto last_valid = ctx.template allocate<unsigned char>(layout.token_slots());
-  ctx.reverse_affine_scan_rows(layout, valid_count_coefficients<Layout>{layout},
-                               store_last_valid_flag<Layout>{layout, last_valid.data()});
-  ctx.reverse_affine_scan_rows(
-      layout,
-      return_coefficients<Layout, Rewards>{layout, rewards, gamma, baseline, last_valid.data()},
-      write_inclusive_carry<Layout, Returns>{layout, returns});
+  ctx.reverse_scan_rows(layout, baseline_return_segment{},
+                        baseline_return_token<Layout, Rewards>{layout, rewards, gamma, baseline},
+                        baseline_return_then{},
+                        write_baseline_return<Layout, Returns>{layout, returns});
 }
 
 /// baseline[k] = mean of the scores of k's group (two-pass, exact for identical scores).
