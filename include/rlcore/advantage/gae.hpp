@@ -20,56 +20,53 @@ struct gae_options {
 
 namespace detail {
 
-/// Scan coefficients: the next valid token's value.
-template <class Layout, class Values>
-struct next_value_coefficients {
-  Layout layout;
-  Values values;
-  RLCORE_HD math::affine_step operator()(index_t i, index_t t) const {
-    return math::next_value_step(layout.valid(i, t), static_cast<double>(values(i, t)));
-  }
-};
-
-/// Stores the exclusive carry (value of the next valid token after t) in a token-slot buffer of
-/// the values' element type: the carry is a copy of one value (or 0), so the store is exact.
-template <class Layout, class V>
-struct store_exclusive_carry {
-  Layout layout;
-  V* slots;
-  RLCORE_HD void operator()(index_t i, index_t t, double carry, double) const {
-    slots[token_slot(layout, i, t)] = static_cast<V>(carry);
-  }
-};
-
+/// GAE's scan element: token t as a segment map (math::gae_fold_token of the identity): a valid
+/// token is (1, V_t, r_t - V_t), a masked one the identity (its reward and value are not read).
 template <class Layout, class Rewards, class Values>
-struct gae_coefficients {
+struct gae_token_map {
   Layout layout;
   Rewards rewards;
   Values values;
-  const typename Values::value_type* next_values;
   double gamma;
-  double lambda;
-  RLCORE_HD math::affine_step operator()(index_t i, index_t t) const {
-    const bool valid = layout.valid(i, t);
-    return valid ? math::gae_step(true, gamma, lambda, static_cast<double>(rewards(i, t)),
-                                  static_cast<double>(values(i, t)),
-                                  static_cast<double>(next_values[token_slot(layout, i, t)]))
-                 : math::gae_step(false, gamma, lambda, 0.0, 0.0, 0.0);
+  double gamma_lambda;
+  RLCORE_HD math::gae_segment_map<double> operator()(index_t i, index_t t) const {
+    if (!layout.valid(i, t)) {
+      return {};
+    }
+    return math::gae_fold_token(math::gae_segment_map<double>{}, true, gamma, gamma_lambda,
+                                static_cast<double>(rewards(i, t)),
+                                static_cast<double>(values(i, t)));
   }
 };
 
-template <class Layout, class Values, class Advantages, class Returns>
+/// GAE's scan combine: the segment `earlier` in front of the segment `later` (math::gae_then),
+/// with the power (gamma lambda)^(earlier.count - 1) by math::gae_power.
+struct gae_then_op {
+  double gamma;
+  double gamma_lambda;
+  RLCORE_HD math::gae_segment_map<double>
+  operator()(const math::gae_segment_map<double>& later,
+             const math::gae_segment_map<double>& earlier) const {
+    const double power = earlier.count > 1 ? math::gae_power(gamma_lambda, earlier.count - 1) : 1.0;
+    return math::gae_then(later, earlier, gamma, gamma_lambda, power);
+  }
+};
+
+/// Writes A_t and A_t + V_t from the inclusive map of token t (the composite of t .. len - 1
+/// applied to the carry (0, 0): its value is V_t and its advantage A_t at a valid token); 0 at
+/// masked tokens.
+template <class Layout, class Advantages, class Returns>
 struct gae_write {
   Layout layout;
-  Values values;
   Advantages advantages;
   Returns returns;
-  RLCORE_HD void operator()(index_t i, index_t t, double, double advantage) const {
+  RLCORE_HD void operator()(index_t i, index_t t, const math::gae_segment_map<double>&,
+                            const math::gae_segment_map<double>& inclusive) const {
     using A = typename Advantages::value_type;
     using R = typename Returns::value_type;
     const bool valid = layout.valid(i, t);
-    advantages(i, t) = valid ? static_cast<A>(advantage) : A(0);
-    returns(i, t) = valid ? static_cast<R>(advantage + static_cast<double>(values(i, t))) : R(0);
+    advantages(i, t) = valid ? static_cast<A>(inclusive.advantage) : A(0);
+    returns(i, t) = valid ? static_cast<R>(inclusive.advantage + inclusive.value) : R(0);
   }
 };
 
@@ -81,8 +78,11 @@ struct gae_write {
 /// where V_next / A_next belong to the next *valid* token of the row (0 past the last one). At a
 /// masked token (multi-turn observation) both carries pass unchanged, so masked tokens are skipped,
 /// not treated as ends; masked outputs are 0 and masked rewards/values are never read into a
-/// result. Computed as two reverse affine scans (next value, then A), i.e. an associative scan on
-/// the GPU; carries in double. With whiten, advantages are then whitened over the valid tokens
+/// result. Computed as ONE reverse scan per row (ctx.reverse_scan_rows, an associative scan on the
+/// GPU) over the maps of segments of the row on the carry (V_next, A_next): math::gae_segment_map
+/// (count, V, A), composed by math::gae_then; no scratch memory; carries in double, so results
+/// agree with the plain recurrence within double rounding (the scan associates the same sums in
+/// another order). With whiten, advantages are then whitened over the valid tokens
 /// (returns keep the unwhitened A + V).
 /// Shapes: token_rewards, values, advantages_out, returns_out per-token for the layout.
 /// Options: gamma = 1, lambda = 1 (both in [0, 1]), whiten = false, whiten_kind = unbiased,
@@ -110,16 +110,12 @@ void gae_advantages(const Layout& layout, const Rewards& token_rewards, const Va
   const auto v = layout.bind(function, "values", values);
   const auto a = layout.bind(function, "advantages_out", advantages_out);
   const auto ret = layout.bind(function, "returns_out", returns_out);
-  using value_t = typename decltype(v)::value_type;
-  auto next_values = ctx.template allocate<value_t>(layout.token_slots());
-  ctx.reverse_affine_scan_rows(
-      layout, detail::next_value_coefficients<Layout, decltype(v)>{layout, v},
-      detail::store_exclusive_carry<Layout, value_t>{layout, next_values.data()});
-  ctx.reverse_affine_scan_rows(
-      layout,
-      detail::gae_coefficients<Layout, decltype(r), decltype(v)>{layout, r, v, next_values.data(),
-                                                                 options.gamma, options.lambda},
-      detail::gae_write<Layout, decltype(v), decltype(a), decltype(ret)>{layout, v, a, ret});
+  const double gamma_lambda = options.gamma * options.lambda;
+  ctx.reverse_scan_rows(layout, math::gae_segment_map<double>{},
+                        detail::gae_token_map<Layout, decltype(r), decltype(v)>{
+                            layout, r, v, options.gamma, gamma_lambda},
+                        detail::gae_then_op{options.gamma, gamma_lambda},
+                        detail::gae_write<Layout, decltype(a), decltype(ret)>{layout, a, ret});
   if (options.whiten) {
     detail::whiten_tokens(function, "options.whiten_kind", layout, a, a, options.whiten_kind,
                           options.whiten_eps, ctx);
