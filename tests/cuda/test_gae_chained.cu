@@ -292,3 +292,30 @@ TEST_CASE("GAE across CTAs: row starts inside a warp's span of coalesced groups"
     check_every_cluster(b, options, 16);
   }
 }
+
+TEST_CASE("GAE across CTAs: rows of many rounds taken in turn by few clusters") {
+  // Rows of 1, 2, 3 and 7 rounds of 2 CTAs (and partial ones), 40 rows taken in turn by 1, 3 or
+  // 40 clusters of 2 / 4 CTAs: each CTA prefetches its next round across rounds and rows and the
+  // exchange slots and barriers are reused round after round. Against the CPU, masked slots 0,
+  // and the same bits for every cluster size and grid.
+  const rlcore::gae_options options{0.995, 0.95};
+  for (const index_t cols : {2 * chunk8, 4 * chunk8, 6 * chunk8 + 4, 14 * chunk8 - 8}) {
+    INFO("T = ", cols);
+    const gae_batch b(40, cols, 700 + static_cast<unsigned>(cols), 0.9);
+    std::vector<double> ha;
+    std::vector<double> hret;
+    cpu_gae(b, options, ha, hret);
+    const gae_outputs reference = gpu_gae(b, options, gae_launch{8, 1 << 16, 1});
+    CHECK(scaled_error(reference.advantages, ha) < 1e-6);
+    CHECK(scaled_error(reference.returns, hret) < 1e-6);
+    CHECK(masked_slots_zero(b, reference));
+    for (const int cluster : {2, 4}) {
+      for (const index_t max_blocks : {index_t{cluster}, index_t{3 * cluster}, index_t{1} << 16}) {
+        INFO("cluster ", cluster, ", max blocks ", max_blocks);
+        const gae_outputs out = gpu_gae(b, options, gae_launch{8, max_blocks, cluster});
+        CHECK(bitwise_equal(out.advantages, reference.advantages));
+        CHECK(bitwise_equal(out.returns, reference.returns));
+      }
+    }
+  }
+}
