@@ -30,7 +30,8 @@
 // need not be commutative. out(i, t, exclusive, inclusive) is called once per token slot t < len
 // (valid or masked: element and out see masked tokens too) with exclusive = the composite of the
 // tokens t + 1 .. len - 1 (identity at the row's last token) and inclusive = combine(exclusive,
-// element(i, t)). A backend evaluates element once per token and may call out in any order.
+// element(i, t)). A backend evaluates element once per token, may call out in any order and
+// associates in an order fixed by the layout alone (the same bits run to run).
 //
 // f is a function object callable on the backend's processors (mark its operator() RLCORE_HD and
 // prefer named structs to lambdas, so that nvcc needs no extended-lambda flag). Sums use the
