@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -122,4 +123,103 @@ TEST_CASE("DAPO overlong penalty at and around its breakpoints") {
   CHECK(m::overlong_penalty(90, 100, 20) == doctest::Approx(-0.5));
   CHECK(m::overlong_penalty(100, 100, 20) == -1.0);
   CHECK(m::overlong_penalty(1e9, 100, 20) == -1.0);
+}
+
+TEST_CASE("GAE one-number carry: hand-derived row, and the same A as the segment maps") {
+  // gamma 0.5, lambda 0.5, tokens 0..3, token 2 masked; r = {1, 2, 100, 1}, V = {1, 2, 100, 4}:
+  //   t = 3: A = 1 - 4 = -3,                      c = 4 + 0.5 * -3 = 2.5
+  //   t = 2: masked, c stays 2.5
+  //   t = 1: A = (2 - 2) + 0.5 * 2.5 = 1.25,      c = 2 + 0.5 * 1.25 = 2.625
+  //   t = 0: A = (1 - 1) + 0.5 * 2.625 = 1.3125   (A_0 = r0 + 0.5 V1 - V0 + 0.25 A1 = 1.3125)
+  const std::vector<double> r{1, 2, 100, 1};
+  const std::vector<double> v{1, 2, 100, 4};
+  const std::vector<bool> valid{true, true, false, true};
+  m::gae_carry_map<double> map{};
+  std::vector<double> exclusive_offset(4);
+  for (int t = 3; t >= 0; --t) {
+    exclusive_offset[static_cast<size_t>(t)] = map.offset;
+    map = m::gae_carry_fold_token(map, static_cast<bool>(valid[static_cast<size_t>(t)]), 0.5, 0.5,
+                                  0.25, r[static_cast<size_t>(t)], v[static_cast<size_t>(t)]);
+  }
+  CHECK(m::gae_advantage_from_carry(0.5, r[3], v[3], exclusive_offset[3]) == -3.0);
+  CHECK(exclusive_offset[2] == 2.5);
+  CHECK(m::gae_advantage_from_carry(0.5, r[1], v[1], exclusive_offset[1]) == 1.25);
+  CHECK(m::gae_advantage_from_carry(0.5, r[0], v[0], exclusive_offset[0]) == 1.3125);
+  CHECK(map.offset == m::gae_carry(0.5, 1.0, 1.3125));
+  CHECK(map.multiplier == 0.25 * 0.25 * 0.25); // 3 valid tokens
+  // Composition: the identity on either side, and two halves composed give the whole fold.
+  const m::gae_carry_map<double> identity{};
+  CHECK(m::gae_carry_then(identity, map).offset == map.offset);
+  CHECK(m::gae_carry_then(map, identity).multiplier == map.multiplier);
+  m::gae_carry_map<double> later{};
+  for (int t = 3; t >= 2; --t) {
+    later =
+        m::gae_carry_fold_token(later, static_cast<bool>(valid[static_cast<size_t>(t)]), 0.5, 0.5,
+                                0.25, r[static_cast<size_t>(t)], v[static_cast<size_t>(t)]);
+  }
+  m::gae_carry_map<double> earlier{};
+  for (int t = 1; t >= 0; --t) {
+    earlier = m::gae_carry_fold_token(earlier, true, 0.5, 0.5, 0.25, r[static_cast<size_t>(t)],
+                                      v[static_cast<size_t>(t)]);
+  }
+  const auto whole = m::gae_carry_then(later, earlier);
+  CHECK(whole.offset == map.offset);
+  CHECK(whole.multiplier == map.multiplier);
+}
+
+TEST_CASE("GAE one-number carry: property against gae_fold_token / gae_then on random rows") {
+  // A linear congruential generator: the same rows on every platform.
+  unsigned state = 12345u;
+  const auto uniform = [&state] {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<double>(state >> 8) / static_cast<double>(1u << 24);
+  };
+  for (const double gamma : {1.0, 0.99, 0.5, 0.0}) {
+    for (const double lambda : {1.0, 0.95, 0.3, 0.0}) {
+      const double gl = gamma * lambda;
+      const int n = 37;
+      std::vector<double> r(n);
+      std::vector<double> v(n);
+      std::vector<bool> valid(n);
+      for (int t = 0; t < n; ++t) {
+        r[static_cast<size_t>(t)] = 4 * uniform() - 2;
+        v[static_cast<size_t>(t)] = 6 * uniform() - 3;
+        valid[static_cast<size_t>(t)] = uniform() < 0.7;
+      }
+      // Token by token from the end: the pair carry (gae_fold_token) and the one-number carry.
+      m::gae_segment_map<double> pair{};
+      m::gae_carry_map<double> carry{};
+      double max_error = 0;
+      int count = 0;
+      for (int t = n - 1; t >= 0; --t) {
+        const auto k = static_cast<size_t>(t);
+        const double a_carry = m::gae_advantage_from_carry(gamma, r[k], v[k], carry.offset);
+        const double a_pair = m::gae_advantage(gamma, gl, r[k], v[k], pair.value, pair.advantage);
+        if (valid[k]) {
+          max_error = std::max(max_error, std::abs(a_carry - a_pair) / (1 + std::abs(a_pair)));
+          ++count;
+        }
+        pair = m::gae_fold_token(pair, static_cast<bool>(valid[k]), gamma, gl, r[k], v[k]);
+        carry = m::gae_carry_fold_token(carry, static_cast<bool>(valid[k]), gamma, lambda, gl, r[k],
+                                        v[k]);
+      }
+      CHECK(max_error < 1e-13);
+      CHECK(carry.offset == doctest::Approx(pair.value + lambda * pair.advantage).epsilon(1e-12));
+      CHECK(carry.multiplier == doctest::Approx(m::gae_power(gl, count)).epsilon(1e-12));
+      // Any split: the composite of the two halves' maps is the whole row's map.
+      for (const int split : {1, 10, 20, 36}) {
+        m::gae_carry_map<double> later{};
+        m::gae_carry_map<double> earlier{};
+        for (int t = n - 1; t >= 0; --t) {
+          const auto k = static_cast<size_t>(t);
+          auto& part = t >= split ? later : earlier;
+          part = m::gae_carry_fold_token(part, static_cast<bool>(valid[k]), gamma, lambda, gl, r[k],
+                                         v[k]);
+        }
+        const auto whole = m::gae_carry_then(later, earlier);
+        CHECK(whole.offset == doctest::Approx(carry.offset).epsilon(1e-12));
+        CHECK(whole.multiplier == doctest::Approx(carry.multiplier).epsilon(1e-12));
+      }
+    }
+  }
 }

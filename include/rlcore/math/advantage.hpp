@@ -149,6 +149,62 @@ RLCORE_HD constexpr gae_segment_map<T> gae_then(const gae_segment_map<T>& later,
           earlier.advantage + power * (gamma * later.value + gamma_lambda * later.advantage)};
 }
 
+/// GAE's carry as ONE number (equivalent to the pair (V_next, A_next) of gae_segment_map): at a
+/// valid token t
+///   c_t = V_t + lambda * A_t                       (gae_carry)
+///   A_t = (r_t - V_t) + gamma * c_next             (gae_advantage_from_carry)
+/// with c_next the carry of the next valid token of the row (0 past the last), since
+/// gamma * V_next + gamma lambda * A_next = gamma * c_next. Read backwards, a valid token maps the
+/// carry affinely, c_next -> gamma lambda * c_next + (V_t + lambda (r_t - V_t)), and a masked
+/// token leaves it unchanged, so GAE is one scan of affine maps of one number (gae_carry_map).
+/// Same A as gae_advantage up to double rounding.
+template <class T>
+RLCORE_HD constexpr T gae_advantage_from_carry(T gamma, T reward, T value, T next_carry) {
+  return (reward - value) + gamma * next_carry;
+}
+
+/// GAE's one-number carry of a valid token: c_t = V_t + lambda * A_t (gae_advantage_from_carry).
+template <class T>
+RLCORE_HD constexpr T gae_carry(T lambda, T value, T advantage) {
+  return value + lambda * advantage;
+}
+
+/// The map of a segment of a row on GAE's one-number carry, read backwards: the carry c at the
+/// segment's end becomes multiplier * c + offset at its first valid token, multiplier =
+/// (gamma lambda)^(valid tokens of the segment), offset = the carry made from c = 0. The identity
+/// (multiplier 1, offset 0) is the map of a segment without valid tokens.
+template <class T>
+struct gae_carry_map {
+  T multiplier = 1; ///< (gamma lambda)^(valid tokens)
+  T offset = 0;     ///< carry at the segment's first valid token from the carry 0 at its end
+};
+
+/// Extends the map `later` (the tokens after t) by token t: a valid token multiplies by
+/// gamma lambda and carries gae_carry(lambda, V_t, gae_advantage_from_carry(gamma, r_t, V_t,
+/// later.offset)); a masked token leaves the map as it is.
+template <class T>
+RLCORE_HD constexpr gae_carry_map<T> gae_carry_fold_token(const gae_carry_map<T>& later, bool valid,
+                                                          T gamma, T lambda, T gamma_lambda,
+                                                          T reward, T value) {
+  if (!valid) {
+    return later;
+  }
+  return {gamma_lambda * later.multiplier,
+          gae_carry(lambda, value, gae_advantage_from_carry(gamma, reward, value, later.offset))};
+}
+
+/// The map of two adjacent segments: `later` (the later tokens) applied first, then `earlier`:
+///   c -> earlier.multiplier * (later.multiplier * c + later.offset) + earlier.offset
+///      = (earlier.multiplier * later.multiplier, earlier.multiplier * later.offset +
+///      earlier.offset).
+/// Associative up to rounding, no branches; the identity is gae_carry_map<T>{}.
+template <class T>
+RLCORE_HD constexpr gae_carry_map<T> gae_carry_then(const gae_carry_map<T>& later,
+                                                    const gae_carry_map<T>& earlier) {
+  return {earlier.multiplier * later.multiplier,
+          earlier.multiplier * later.offset + earlier.offset};
+}
+
 /// (gamma lambda)^k by binary powering from the squares x^(2^b) (a fixed order of products: the
 /// same bits wherever it runs); 0^0 = 1.
 template <class T>
