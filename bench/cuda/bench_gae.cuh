@@ -56,6 +56,21 @@ __global__ void gae_bytes_reference(const float4* rewards, const float4* values,
   __stcs(returns + k, make_float4(a.x + v.x, a.y + v.y, a.z + v.z, a.w + v.w));
 }
 
+/// gae_stage_probe's composition of segment maps: math::gae_then with the power
+/// (gamma lambda)^(earlier.count - 1) = low[k % 64] * high[k / 64] from the CTA's tables.
+struct stage_probe_then {
+  double gamma;
+  double gamma_lambda;
+  const double* low;
+  const double* high;
+  __device__ rlcore::math::gae_segment_map<double>
+  operator()(const rlcore::math::gae_segment_map<double>& later,
+             const rlcore::math::gae_segment_map<double>& earlier) const {
+    const int k = earlier.count > 0 ? earlier.count - 1 : 0;
+    return rlcore::math::gae_then(later, earlier, gamma, gamma_lambda, low[k & 63] * high[k >> 6]);
+  }
+};
+
 /// Timing probe, not a GAE (its results are wrong past a piece or a warp): the per-round
 /// structure of the fused kernel as it was before the coalesced ownership (a thread owns 8
 /// consecutive tokens: each 16-byte access of a warp touches 32 half sectors 32 bytes apart) at
@@ -87,7 +102,7 @@ __global__ void __launch_bounds__(256, 4)
         rlcore::math::gae_power(gamma_lambda, 64 * static_cast<int>(threadIdx.x - 64));
   }
   __syncthreads();
-  const d::gae_then_op<double> then{gamma, gamma_lambda, low, high};
+  const stage_probe_then then{gamma, gamma_lambda, low, high};
   const index_t i = blockIdx.x / 2;
   const auto rank = static_cast<index_t>(blockIdx.x % 2);
   const int warp = static_cast<int>(threadIdx.x / 32);

@@ -5,8 +5,8 @@
 // and than one round of the cluster, rows of length 1 and 0 valid tokens, chunk and piece
 // boundaries at masked tokens, whole masked chunks, multi-turn masks, several rows per cluster in
 // turn (grid-stride: a CTA prefetches the next row's first chunk), rows that start inside a warp's
-// span of 4-token groups, many rows x long rows; bitwise equal across cluster sizes, grids,
-// streams and runs.
+// span of 4-token groups, many rows x long rows, gamma or lambda 0 or 1; bitwise equal across
+// cluster sizes, grids, streams and runs.
 #include "gae_test_util.cuh"
 
 #include <rlcore/backend/cuda/advantage.cuh>
@@ -317,5 +317,17 @@ TEST_CASE("GAE across CTAs: rows of many rounds taken in turn by few clusters") 
         CHECK(bitwise_equal(out.returns, reference.returns));
       }
     }
+  }
+}
+
+TEST_CASE("GAE across CTAs: edge parameters of the one-number carry (gamma or lambda 0 or 1)") {
+  // lambda = 0: the carry is V_t alone (A_t = delta_t); gamma = 0: A_t = r_t - V_t; gamma lambda
+  // = 0 makes every multiplier of the scan 0; gamma = lambda = 1: multipliers stay 1 (undiscounted
+  // sums over two rounds of a 2-CTA cluster).
+  const gae_batch b(5, 3 * chunk8 + 12, 77);
+  for (const auto& options : {rlcore::gae_options{0.99, 0.0}, rlcore::gae_options{0.0, 0.95},
+                              rlcore::gae_options{0.0, 0.0}, rlcore::gae_options{1.0, 1.0}}) {
+    INFO("gamma ", options.gamma, ", lambda ", options.lambda);
+    check_every_cluster(b, options, 8);
   }
 }

@@ -1,8 +1,9 @@
 // Fused GAE on the GPU: rlcore::cuda::gae_advantages has the contract of rlcore::gae_advantages
 // (advantage/gae.hpp: same inputs, options, validation, multi-turn masks, outputs) and runs as ONE
-// reverse scan per row over the segment maps of the (next value, next advantage) carry of
-// math/advantage.hpp (gae_segment_map), with no per-token scratch: 17 B/token for fp32 r, V, A,
-// returns and a 1-byte mask, instead of the generic algorithm's two scans and scratch buffer.
+// reverse scan per row over the affine maps of GAE's one-number carry c_t = V_t + lambda A_t
+// (math/advantage.hpp: gae_carry_map, gae_carry_then), with no per-token scratch: 17 B/token for
+// fp32 r, V, A, returns and a 1-byte mask, instead of the generic algorithm's two scans and
+// scratch buffer.
 // Kernel: kernels/gae_kernels.cuh (a thread-block cluster of CTAs per row on sm_90, one block per
 // row elsewhere; carries in double; bitwise reproducible).
 //

@@ -1,6 +1,7 @@
 // The fused GAE kernel behind rlcore::cuda::gae_advantages (advantage.cuh): one reverse scan per
-// row over the segment maps of math/advantage.hpp (gae_segment_map: count, value, advantage of a
-// segment's first valid token), no scratch.
+// row over the affine maps of GAE's one-number carry (math/advantage.hpp: c_t = V_t + lambda A_t,
+// A_t = (r_t - V_t) + gamma c_next; a segment maps c -> multiplier * c + offset, gae_carry_map),
+// no scratch.
 //
 // A row is covered by a group of Cluster CTAs (one thread-block cluster on sm_90; Cluster = 1:
 // one block per row, no cluster), grid-stride over rows. The group walks the row from its end in
@@ -14,21 +15,22 @@
 //   1. load r, V and the mask of the thread's groups into registers (16-byte loads when the
 //      views allow it; from the second round of a CTA on, from shared memory, where cp.async
 //      copied them during the previous round) and fold each group's 4 tokens from the last to
-//      the first (gae_fold_token: the plain recurrence, one map per group),
-//   2. exclusive scan of the group maps in scan order (gae_then, with (gamma lambda)^k from two
-//      small tables of the CTA in shared memory): with 8 tokens per thread, the 64 group maps of
+//      the first (gae_carry_fold_token: one map per group),
+//   2. exclusive scan of the group maps in scan order (gae_carry_then: one multiply and one
+//      fused multiply-add, no branches, no tables): with 8 tokens per thread, the 64 group maps of
 //      a warp are moved by shuffles so that lane l holds scan positions 2l and 2l + 1, composed
-//      into one map, scanned over the lanes (gae_warp_scans) and the two exclusive maps moved
-//      back to their owners; with 16, one lane scan per group; then warp 0 scans the warp
+//      into one map, scanned over the lanes (gae_carry_warp_scan) and the two exclusive maps
+//      moved back to their owners; with 16, one lane scan per group; then warp 0 scans the warp
 //      aggregates -> the chunk's aggregate map and, per warp, the map of the later warps,
 //   3. warp 0 of every CTA sends its chunk aggregate to the other CTAs of the cluster
 //      (st.async into their shared memory, completing bytes on their mbarrier: no GPU-wide fence),
 //      waits for theirs and composes, in the same fixed order, the map of the later
 //      rounds with the aggregates of the later chunks (the chunk's prefix) and with all of them
 //      (the map of the next round); it composes each warp's map with the prefix (block barrier),
-//   4. every thread composes its warp's map with the exclusive map of each of its groups and
-//      walks the group backwards from that carry (the map applied to (0, 0)), writing A and
-//      A + V (0 at masked slots).
+//   4. every thread composes its warp's map with the exclusive map of each of its groups, whose
+//      offset is the carry at the group's end (the carry past the row's end is 0), and walks the
+//      group backwards from it (gae_advantage_from_carry, gae_carry), writing A and A + V (0 at
+//      masked slots).
 // The composition order is the chunk order of the row, the same for every Cluster, grid and
 // stream: the result is a function of the data and Threads * Items alone, bitwise reproducible
 // (Cluster > 1 gives the bits of Cluster = 1). Private: include advantage.cuh.
@@ -41,24 +43,6 @@
 #include <cub/warp/warp_scan.cuh>
 
 namespace rlcore::cuda::detail {
-
-/// Composition operator of the scan: `later` covers lower thread ranks (later tokens). The
-/// power (gamma lambda)^k of gae_then is low[k % 64] * high[k / 64] (tables of the CTA in shared
-/// memory: low[j] = (gamma lambda)^j, high[h] = (gamma lambda)^(64 h)); k < the tokens of a chunk
-/// (every `earlier` lies within a chunk).
-template <class C>
-struct gae_then_op {
-  C gamma;
-  C gamma_lambda;
-  const C* low;
-  const C* high;
-  __device__ math::gae_segment_map<C> operator()(const math::gae_segment_map<C>& later,
-                                                 const math::gae_segment_map<C>& earlier) const {
-    const int k = earlier.count > 0 ? earlier.count - 1 : 0;
-    const C power = low[k & 63] * high[k >> 6];
-    return math::gae_then(later, earlier, gamma, gamma_lambda, power);
-  }
-};
 
 /// Largest number of CTAs that share a row (the portable cluster size).
 inline constexpr int gae_max_cluster = 8;
@@ -119,60 +103,6 @@ __device__ void load_gae_groups(const gae_row_pointers& row, index_t first, floa
   }
 }
 
-/// A segment map shifted up by `delta` lanes (__shfl_up_sync of each field).
-template <class C>
-__device__ math::gae_segment_map<C> gae_shfl_up(const math::gae_segment_map<C>& x, int delta) {
-  return {__shfl_up_sync(0xFFFFFFFFu, x.count, delta), __shfl_up_sync(0xFFFFFFFFu, x.value, delta),
-          __shfl_up_sync(0xFFFFFFFFu, x.advantage, delta)};
-}
-
-/// `yes` when `condition`, else `no`, field by field (selects, no local memory).
-template <class C>
-__device__ math::gae_segment_map<C> gae_pick(bool condition, const math::gae_segment_map<C>& yes,
-                                             const math::gae_segment_map<C>& no) {
-  return {condition ? yes.count : no.count, condition ? yes.value : no.value,
-          condition ? yes.advantage : no.advantage};
-}
-
-/// The segment map of lane `source` (__shfl_sync of each field).
-template <class C>
-__device__ math::gae_segment_map<C> gae_shfl(const math::gae_segment_map<C>& x, int source) {
-  return {__shfl_sync(0xFFFFFFFFu, x.count, source), __shfl_sync(0xFFFFFFFFu, x.value, source),
-          __shfl_sync(0xFFFFFFFFu, x.advantage, source)};
-}
-
-/// Groups independent scans over the 32 lanes of a warp at once (their shuffles interleaved),
-/// lane 0 first: inclusive[g] = x_0[g] o ... o x_lane[g], exclusive[g] the same up to lane - 1
-/// (the identity in lane 0), o = `then` (gae_then_op). A fixed tree (Kogge-Stone, 5 steps):
-/// the same bits on every launch.
-template <int Groups, class C>
-__device__ void gae_warp_scans(const math::gae_segment_map<C> (&x)[Groups],
-                               math::gae_segment_map<C> (&inclusive)[Groups],
-                               math::gae_segment_map<C> (&exclusive)[Groups],
-                               const gae_then_op<C>& then, int lane) {
-#pragma unroll
-  for (int g = 0; g < Groups; ++g) {
-    inclusive[g] = x[g];
-  }
-#pragma unroll
-  for (int delta = 1; delta < 32; delta *= 2) {
-#pragma unroll
-    for (int g = 0; g < Groups; ++g) {
-      const math::gae_segment_map<C> up = gae_shfl_up(inclusive[g], delta);
-      if (lane >= delta) {
-        inclusive[g] = then(up, inclusive[g]);
-      }
-    }
-  }
-#pragma unroll
-  for (int g = 0; g < Groups; ++g) {
-    exclusive[g] = gae_shfl_up(inclusive[g], 1);
-    if (lane == 0) {
-      exclusive[g] = {};
-    }
-  }
-}
-
 /// Row i's pointers for the 16-byte path (gae_row_pointers).
 template <class Layout, class Rewards, class Values, class Advantages, class Returns>
 __device__ gae_row_pointers gae_pointers_of_row(const Layout& layout, const Rewards& rewards,
@@ -229,18 +159,6 @@ __device__ inline void gae_cluster_barrier_relaxed() {
 #endif
 }
 
-/// A chunk aggregate as received from another CTA of the cluster (st.async: value and advantage
-/// as one 16-byte store, count as a 4-byte store).
-template <class C>
-struct alignas(16) gae_received_map {
-  C value;
-  C advantage;
-  int count;
-};
-
-/// Bytes one CTA sends to another per round (gae_exchange_aggregates).
-inline constexpr unsigned gae_sent_bytes = 2 * sizeof(double) + sizeof(int);
-
 /// Shared-memory address of a generic pointer to shared memory.
 __device__ inline unsigned gae_shared_address(const void* pointer) {
   return static_cast<unsigned>(__cvta_generic_to_shared(pointer));
@@ -264,31 +182,95 @@ __device__ inline void gae_init_exchange(unsigned long long* barriers) {
 #endif
 }
 
+/// Composition operator of the one-number-carry scan (math::gae_carry_then): `later` covers lower
+/// thread ranks (later tokens). No branches, no power tables.
+template <class C>
+struct gae_carry_then_op {
+  __device__ math::gae_carry_map<C> operator()(const math::gae_carry_map<C>& later,
+                                               const math::gae_carry_map<C>& earlier) const {
+    return math::gae_carry_then(later, earlier);
+  }
+};
+
+/// A carry map shifted up by `delta` lanes (__shfl_up_sync of both fields).
+template <class C>
+__device__ math::gae_carry_map<C> gae_shfl_up(const math::gae_carry_map<C>& x, int delta) {
+  return {__shfl_up_sync(0xFFFFFFFFu, x.multiplier, delta),
+          __shfl_up_sync(0xFFFFFFFFu, x.offset, delta)};
+}
+
+/// The carry map of lane `source` (__shfl_sync of both fields).
+template <class C>
+__device__ math::gae_carry_map<C> gae_shfl(const math::gae_carry_map<C>& x, int source) {
+  return {__shfl_sync(0xFFFFFFFFu, x.multiplier, source),
+          __shfl_sync(0xFFFFFFFFu, x.offset, source)};
+}
+
+/// `yes` when `condition`, else `no`, field by field (selects, no local memory).
+template <class C>
+__device__ math::gae_carry_map<C> gae_pick(bool condition, const math::gae_carry_map<C>& yes,
+                                           const math::gae_carry_map<C>& no) {
+  return {condition ? yes.multiplier : no.multiplier, condition ? yes.offset : no.offset};
+}
+
+/// Inclusive and exclusive scans of one carry map per lane over the 32 lanes of a warp, lane 0
+/// first: inclusive = x_0 o ... o x_lane, exclusive the same up to lane - 1 (the identity in lane
+/// 0), o = math::gae_carry_then. A fixed tree (Kogge-Stone, 5 steps): the same bits on every
+/// launch.
+template <class C>
+__device__ void gae_carry_warp_scan(const math::gae_carry_map<C>& x,
+                                    math::gae_carry_map<C>& inclusive,
+                                    math::gae_carry_map<C>& exclusive, int lane) {
+  inclusive = x;
+#pragma unroll
+  for (int delta = 1; delta < 32; delta *= 2) {
+    const math::gae_carry_map<C> up = gae_shfl_up(inclusive, delta);
+    if (lane >= delta) {
+      inclusive = math::gae_carry_then(up, inclusive);
+    }
+  }
+  exclusive = gae_shfl_up(inclusive, 1);
+  if (lane == 0) {
+    exclusive = {};
+  }
+}
+
+/// A chunk aggregate carry map as received from another CTA of the cluster (one 16-byte
+/// st.async).
+template <class C>
+struct alignas(16) gae_received_map {
+  C multiplier;
+  C offset;
+};
+
+/// Bytes one CTA sends to another per round (gae_exchange_aggregates).
+inline constexpr unsigned gae_sent_bytes = 2 * sizeof(double);
+
 /// Step 3 of the header comment, run by warp 0 of every CTA of a group of Cluster (rank `rank`),
-/// round `round` of the kernel: lanes q != rank send the chunk's aggregate to CTA q
+/// round `round` of the kernel: lanes q != rank send the chunk's aggregate carry map to CTA q
 /// (st.async into its `received[round % 2][rank]`, completing bytes on its barrier
-/// `barriers[round % 2]`), then the warp waits until the Cluster - 1 aggregates sent to this CTA
-/// have arrived (no GPU-wide fence, no cluster barrier: the CTAs of a cluster stay at most one
-/// round apart, so two slots and barriers suffice). Returns in every lane the same compositions,
-/// in chunk order: prefix = running o agg_0 o ... o agg_(rank-1) and, in `next_round`, prefix o
-/// agg_rank o ... o agg_(Cluster-1) (o = gae_then).
+/// `barriers[round % 2]`), then the warp waits until the Cluster - 1 maps sent to this CTA have
+/// arrived (no GPU-wide fence, no cluster barrier: the CTAs of a cluster stay at most one round
+/// apart, so two slots and barriers suffice). Returns in every lane the same compositions, in
+/// chunk order: prefix = running o agg_0 o ... o agg_(rank-1) and, in `next_round`, prefix o
+/// agg_rank o ... o agg_(Cluster-1) (o = math::gae_carry_then).
 template <int Cluster, class C>
-__device__ math::gae_segment_map<C>
-gae_exchange_aggregates(const math::gae_segment_map<C>& running,
-                        const math::gae_segment_map<C>& aggregate, const gae_then_op<C>& then,
+__device__ math::gae_carry_map<C>
+gae_exchange_aggregates(const math::gae_carry_map<C>& running,
+                        const math::gae_carry_map<C>& aggregate,
                         gae_received_map<C> (*received)[Cluster], unsigned long long* barriers,
-                        int round, int rank, math::gae_segment_map<C>& next_round) {
-  using map = math::gae_segment_map<C>;
+                        int round, int rank, math::gae_carry_map<C>& next_round) {
+  using map = math::gae_carry_map<C>;
   if constexpr (Cluster == 1) {
     (void)received;
     (void)barriers;
     (void)round;
     (void)rank;
-    next_round = then(running, aggregate);
+    next_round = math::gae_carry_then(running, aggregate);
     return running;
   } else {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    static_assert(sizeof(C) == sizeof(double), "the exchange sends two 8-byte carries");
+    static_assert(sizeof(C) == sizeof(double), "the exchange sends two 8-byte numbers");
     const int slot = round & 1;
     const unsigned parity = static_cast<unsigned>(round >> 1) & 1u;
     const unsigned barrier = gae_shared_address(&barriers[slot]);
@@ -300,29 +282,20 @@ gae_exchange_aggregates(const math::gae_segment_map<C>& running,
     }
     if (lane < Cluster && lane != rank) {
       unsigned remote_slot = 0;
-      unsigned remote_count = 0;
       unsigned remote_barrier = 0;
       const auto target = static_cast<unsigned>(lane);
       asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
                    : "=r"(remote_slot)
-                   : "r"(gae_shared_address(&received[slot][rank].value)), "r"(target));
-      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
-                   : "=r"(remote_count)
-                   : "r"(gae_shared_address(&received[slot][rank].count)), "r"(target));
+                   : "r"(gae_shared_address(&received[slot][rank])), "r"(target));
       asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
                    : "=r"(remote_barrier)
                    : "r"(barrier), "r"(target));
-      const double value = aggregate.value;
-      const double advantage = aggregate.advantage;
+      const double multiplier = aggregate.multiplier;
+      const double offset = aggregate.offset;
       asm volatile(
           "st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f64 [%0], {%1, %2}, [%3];" ::
               "r"(remote_slot),
-          "d"(value), "d"(advantage), "r"(remote_barrier)
-          : "memory");
-      asm volatile(
-          "st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(
-              remote_count),
-          "r"(aggregate.count), "r"(remote_barrier)
+          "d"(multiplier), "d"(offset), "r"(remote_barrier)
           : "memory");
     }
     unsigned arrived = 0;
@@ -337,17 +310,13 @@ gae_exchange_aggregates(const math::gae_segment_map<C>& running,
     map mine = aggregate;
     if (lane < Cluster && lane != rank) {
       const gae_received_map<C>& got = received[slot][lane];
-      mine = map{got.count, got.value, got.advantage};
+      mine = map{got.multiplier, got.offset};
     }
     map prefix = running;
     map all = running;
 #pragma unroll
     for (int q = 0; q < Cluster; ++q) {
-      map agg;
-      agg.count = __shfl_sync(0xFFFFFFFFu, mine.count, q);
-      agg.value = __shfl_sync(0xFFFFFFFFu, mine.value, q);
-      agg.advantage = __shfl_sync(0xFFFFFFFFu, mine.advantage, q);
-      all = then(all, agg);
+      all = math::gae_carry_then(all, gae_shfl(mine, q));
       if (q + 1 == rank) {
         prefix = all;
       }
@@ -357,7 +326,6 @@ gae_exchange_aggregates(const math::gae_segment_map<C>& running,
 #else
     (void)running;
     (void)aggregate;
-    (void)then;
     (void)received;
     (void)barriers;
     (void)round;
@@ -375,9 +343,9 @@ template <int Items>
 inline constexpr int gae_min_blocks = Items <= 8 ? 4 : 2;
 
 /// GAE advantages and returns, Cluster CTAs per row (header comment). Vectorized: padded layout,
-/// fp32 row-major views with row strides and T multiples of 4 and 16-byte aligned data, 1-byte
-/// mask (checked by the caller); otherwise every access goes through the views. The grid is a
-/// multiple of Cluster, launched with cluster dimension Cluster when Cluster > 1.
+/// fp32 row-major views with row strides and T multiples of 4 and 16-byte aligned data, 1-byte mask
+/// (checked by the caller); otherwise every access goes through the views. The grid is a multiple
+/// of Cluster, launched with cluster dimension Cluster when Cluster > 1.
 template <int Threads, int Items, int Cluster, bool Vectorized, class C, class Layout,
           class Rewards, class Values, class Advantages, class Returns>
 __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
@@ -388,7 +356,7 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
   constexpr bool paired = Items == 8;                 // one scan over pairs of group maps
   constexpr bool prefetch = Vectorized && Items == 8; // next round's chunk by cp.async
   static_assert(Cluster >= 1 && Cluster <= gae_max_cluster && Cluster <= Threads);
-  using map = math::gae_segment_map<C>;
+  using map = math::gae_carry_map<C>;
   constexpr int warps = Threads / 32;
   static_assert(Threads % 32 == 0 && warps >= 1 && warps <= 32 && Cluster <= 32);
   using warps_scan = cub::WarpScan<map, warps>;
@@ -398,29 +366,18 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
   using Ret = typename Returns::value_type;
   constexpr index_t chunk_tokens = index_t{Threads} * Items;
   constexpr index_t round_tokens = chunk_tokens * Cluster;
-  constexpr int high_count = static_cast<int>((chunk_tokens + 63) / 64);
-  static_assert(Threads >= 64 + high_count, "one thread per power table entry");
   __shared__ typename warps_scan::TempStorage warps_storage;
   __shared__ map warp_aggregates[warps];
   __shared__ map warp_prefixes[warps]; // chunk prefix o the later warps of the chunk
   __shared__ map next_running;
-  __shared__ C low[64];          // (gamma lambda)^j
-  __shared__ C high[high_count]; // (gamma lambda)^(64 h)
   // Aggregates received from the other CTAs of the cluster, by round parity, and their barriers.
   __shared__ gae_received_map<C> received[2][Cluster];
   __shared__ unsigned long long received_barriers[2];
   const C gamma_lambda = gamma * lambda;
-  if (threadIdx.x < 64) {
-    low[threadIdx.x] = math::gae_power(gamma_lambda, static_cast<int>(threadIdx.x));
-  } else if (threadIdx.x < 64 + high_count) {
-    high[threadIdx.x - 64] = math::gae_power(gamma_lambda, 64 * static_cast<int>(threadIdx.x - 64));
-  }
   if constexpr (Cluster > 1) {
-    gae_init_exchange(received_barriers); // also a block barrier for the tables
-  } else {
-    __syncthreads();
+    gae_init_exchange(received_barriers);
   }
-  const gae_then_op<C> then{gamma, gamma_lambda, low, high};
+  const gae_carry_then_op<C> then{};
   const auto rank = static_cast<int>(blockIdx.x % Cluster);
   const int warp = static_cast<int>(threadIdx.x / 32);
   const int lane = static_cast<int>(threadIdx.x % 32);
@@ -441,6 +398,15 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
     gae_row_pointers row{};
     if constexpr (Vectorized) {
       row = gae_pointers_of_row(layout, rewards, values, advantages, returns, i);
+    }
+    // The next row of this group, whose first round the row's last round prefetches.
+    const index_t next_i = i + groups;
+    const index_t next_len = next_i < rows ? layout.row_length(next_i) : 0;
+    gae_row_pointers next_row{};
+    if constexpr (prefetch) {
+      if (next_len > 0) {
+        next_row = gae_pointers_of_row(layout, rewards, values, advantages, returns, next_i);
+      }
     }
     map running{}; // the later rounds of the row
     for (index_t end = len; end > 0; end -= round_tokens, ++round) {
@@ -475,27 +441,24 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
           load_gae_groups<Items>(row, first, r, v, valid);
         }
         // The next round of this CTA: the next chunk group of the row, else the next row's first.
-        index_t next_i = i;
-        index_t next_end = end - round_tokens;
-        if (next_end <= 0) {
-          next_i = i + groups;
-          next_end = next_i < rows ? layout.row_length(next_i) : 0;
-        }
-        prefetched = next_end > 0;
+        const bool last_round = end <= round_tokens;
+        const float* source_rewards = last_round ? next_row.rewards : row.rewards;
+        const float* source_values = last_round ? next_row.values : row.values;
+        const unsigned char* source_mask = last_round ? next_row.mask : row.mask;
+        const index_t next_first =
+            last_round ? next_len - (rank + 1) * chunk_tokens + warp_offset : first - round_tokens;
+        prefetched = !last_round || next_len > 0;
         if (prefetched) {
-          const gae_row_pointers next_row =
-              gae_pointers_of_row(layout, rewards, values, advantages, returns, next_i);
-          const index_t next_first = next_end - (rank + 1) * chunk_tokens + warp_offset;
           const int slot = (round + 1) & 1;
 #pragma unroll
           for (int g = 0; g < Items / 4; ++g) {
             const index_t t = next_first + 128 * g;
             const int k = g * Threads + static_cast<int>(threadIdx.x);
             if (t >= 0) {
-              gae_cp_async(&next_rewards[slot][k], next_row.rewards + t, 16);
-              gae_cp_async(&next_values[slot][k], next_row.values + t, 16);
-              if (next_row.mask != nullptr) {
-                gae_cp_async(&next_mask[slot][k], next_row.mask + t, 4);
+              gae_cp_async(&next_rewards[slot][k], source_rewards + t, 16);
+              gae_cp_async(&next_values[slot][k], source_values + t, 16);
+              if (source_mask != nullptr) {
+                gae_cp_async(&next_mask[slot][k], source_mask + t, 4);
               }
             }
           }
@@ -516,8 +479,9 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
 #pragma unroll
           for (int b = 3; b >= 0; --b) {
             const int j = 4 * g + b;
-            group_maps[g] = math::gae_fold_token(group_maps[g], valid[j], gamma, gamma_lambda,
-                                                 static_cast<C>(r[j]), static_cast<C>(v[j]));
+            group_maps[g] =
+                math::gae_carry_fold_token(group_maps[g], valid[j], gamma, lambda, gamma_lambda,
+                                           static_cast<C>(r[j]), static_cast<C>(v[j]));
           }
         }
         if constexpr (paired) {
@@ -532,12 +496,11 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
                                      (2 * lane + (upper ? 0 : 1)) & 31);
           const map first_map = gae_pick(upper, got_b, got_a);  // position 2 l
           const map second_map = gae_pick(upper, got_a, got_b); // position 2 l + 1
-          map pair[1] = {then(first_map, second_map)};
-          map pair_inclusive[1]{};
-          map pair_exclusive[1]{};
-          gae_warp_scans<1>(pair, pair_inclusive, pair_exclusive, then, lane);
-          const map exclusive_first = pair_exclusive[0];
-          const map exclusive_second = then(pair_exclusive[0], first_map);
+          map pair_inclusive{};
+          map pair_exclusive{};
+          gae_carry_warp_scan(then(first_map, second_map), pair_inclusive, pair_exclusive, lane);
+          const map exclusive_first = pair_exclusive;
+          const map exclusive_second = then(pair_exclusive, first_map);
           const map got_c = gae_shfl(gae_pick(upper, exclusive_second, exclusive_first),
                                      odd ? 16 + lane / 2 : lane / 2);
           const map got_d = gae_shfl(gae_pick(upper, exclusive_first, exclusive_second),
@@ -545,11 +508,14 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
           later[1] = gae_pick(odd, got_d, got_c);
           later[0] = gae_pick(odd, got_c, got_d);
           if (lane == 31) {
-            warp_aggregates[warp] = pair_inclusive[0];
+            warp_aggregates[warp] = pair_inclusive;
           }
         } else {
           map inclusive[walks]{};
-          gae_warp_scans<walks>(group_maps, inclusive, later, then, lane);
+#pragma unroll
+          for (int g = 0; g < walks; ++g) {
+            gae_carry_warp_scan(group_maps[g], inclusive[g], later[g], lane);
+          }
           if (lane == 31) {
             map warp_map = inclusive[walks - 1];
 #pragma unroll
@@ -575,14 +541,11 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
         if (lane < warps) {
           warps_scan(warps_storage).Scan(warp_map, warp_inclusive, warp_exclusive, then);
         }
-        map aggregate;
-        aggregate.count = __shfl_sync(0xFFFFFFFFu, warp_inclusive.count, warps - 1);
-        aggregate.value = __shfl_sync(0xFFFFFFFFu, warp_inclusive.value, warps - 1);
-        aggregate.advantage = __shfl_sync(0xFFFFFFFFu, warp_inclusive.advantage, warps - 1);
+        const map aggregate = gae_shfl(warp_inclusive, warps - 1);
         // Step 3.
         map round_map{};
         const map prefix = gae_exchange_aggregates<Cluster>(
-            running, aggregate, then, received, received_barriers, round, rank, round_map);
+            running, aggregate, received, received_barriers, round, rank, round_map);
         if (lane < warps) {
           warp_prefixes[lane] = lane == 0 ? prefix : then(prefix, warp_exclusive);
         }
@@ -592,28 +555,22 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
       }
       __syncthreads();
       running = next_running;
-      // Step 4: the carry of each group.
-      map carries[walks];
+      // Step 4: the carry at the end of each group (its map applied to the carry 0 at the row's
+      // end), then the walk.
       const map warp_prefix = warp_prefixes[warp];
-#pragma unroll
-      for (int g = 0; g < walks; ++g) {
-        carries[g] = then(warp_prefix, later[g]);
-      }
       A a_out[Items];
       Ret ret_out[Items];
 #pragma unroll
       for (int g = 0; g < walks; ++g) {
-        C next_value = carries[g].value;
-        C next_advantage = carries[g].advantage;
+        C carry = then(warp_prefix, later[g]).offset;
 #pragma unroll
         for (int j = 4 * g + 3; j >= 4 * g; --j) {
           const C value = static_cast<C>(v[j]);
-          const C advantage = math::gae_advantage(gamma, gamma_lambda, static_cast<C>(r[j]), value,
-                                                  next_value, next_advantage);
+          const C advantage =
+              math::gae_advantage_from_carry(gamma, static_cast<C>(r[j]), value, carry);
           a_out[j] = valid[j] ? static_cast<A>(advantage) : A(0);
           ret_out[j] = valid[j] ? static_cast<Ret>(advantage + value) : Ret(0);
-          next_value = valid[j] ? value : next_value;
-          next_advantage = valid[j] ? advantage : next_advantage;
+          carry = valid[j] ? math::gae_carry(lambda, value, advantage) : carry;
         }
       }
       if constexpr (Vectorized) {
