@@ -19,6 +19,7 @@
 // (the batches are built once per size).
 //
 //   fused GRPO loss   reads lp, old, ref, A (4 x 4 B) + mask (1 B), writes d loss / d lp (4 B)
+//                     (+ rollout log-probs, 4 B, with the importance correction)
 //   GAE               reads rewards, values (2 x 4 B) + mask, writes advantages, returns (2 x 4 B)
 //                     (+ an 8 B/token internal next-value buffer written and read)
 //   GRPO advantages   reads N scores + mask, writes advantages (4 B)
@@ -49,6 +50,7 @@ struct batch {
   rlcore::index_t rows;
   std::vector<std::uint8_t> mask;
   std::vector<float> lp, old, ref, adv, grad, rewards, values, returns, scores;
+  std::vector<float> rollout; ///< old + U(-0.15, 0.15): IS weights 0.86 .. 1.16 per token
 
   explicit batch(rlcore::index_t tokens) : rows(tokens / cols) {
     const auto n = static_cast<std::size_t>(rows * cols);
@@ -75,6 +77,12 @@ struct batch {
     }
     for (float& s : scores) {
       s = u(rng);
+    }
+    // from a generator of its own: the other inputs stay those of the earlier runs
+    std::mt19937 rollout_rng(7);
+    rollout.resize(n);
+    for (std::size_t k = 0; k < n; ++k) {
+      rollout[k] = old[k] + 0.3f * (u(rollout_rng) - 0.5f);
     }
   }
   template <class T>
@@ -228,18 +236,39 @@ void BM_fused_grpo_loss_baseline_isa(benchmark::State& state) {
 }
 
 // The fused loss of another policy form, 0.04 * k3, seq-mean-token-mean, one thread: CISPO,
-// REINFORCE and SAPO take the chunked path as the clipped surrogate does.
-void fused_policy_loss(benchmark::State& state, rlcore::policy_loss form) {
+// REINFORCE and SAPO take the chunked path as the clipped surrogate does; GSPO (sequence and
+// token level) and GMPO after the row pre-pass (mean log-ratios, advantages, kept weights); with
+// `importance` != none the rollout importance correction (truncate at 2) reads rollout log-probs
+// too (+4 B/token).
+void fused_policy_loss(benchmark::State& state, rlcore::policy_loss form,
+                       rlcore::importance_level importance = rlcore::importance_level::none,
+                       rlcore::gspo_level gspo = rlcore::gspo_level::sequence) {
   const auto tokens = static_cast<rlcore::index_t>(state.range(0));
   const rlcore::host_context ctx;
   batch& b = cached_batch(tokens);
   auto layout = rlcore::padded(b.view(b.mask));
   rlcore::policy_options options;
   options.loss = form;
+  options.gspo = gspo;
   options.kl_beta = 0.04;
   options.aggregation.mode = rlcore::aggregation::seq_mean_token_mean;
-  const std::size_t bytes = static_cast<std::size_t>(tokens) * (4 * 4 + 1 + 4);
-  const auto lp = b.view(b.lp), old = b.view(b.old), adv = b.view(b.adv), ref = b.view(b.ref);
+  options.importance.level = importance;
+  const bool corrected = importance != rlcore::importance_level::none;
+  const std::size_t bytes =
+      static_cast<std::size_t>(tokens) * (4 * 4 + 1 + 4 + (corrected ? 4 : 0));
+  const auto lp = b.view(b.lp), old = b.view(b.old), adv = b.view(b.adv), ref = b.view(b.ref),
+             rollout = b.view(b.rollout);
+  if (corrected) {
+    const rlcore::policy_inputs<decltype(lp), decltype(old), decltype(adv), decltype(ref),
+                                rlcore::no_tensor, decltype(rollout)>
+        inputs{lp, old, adv, ref, rlcore::none, rollout};
+    run(state, tokens, bytes, [&] {
+      const auto r =
+          rlcore::policy_objective(layout, inputs, b.view(b.grad), rlcore::none, options, ctx);
+      benchmark::DoNotOptimize(r.loss);
+    });
+    return;
+  }
   const rlcore::policy_inputs<decltype(lp), decltype(old), decltype(adv), decltype(ref)> inputs{
       lp, old, adv, ref};
   run(state, tokens, bytes, [&] {
@@ -259,6 +288,27 @@ void BM_fused_reinforce_loss(benchmark::State& state) {
 
 void BM_fused_sapo_loss(benchmark::State& state) {
   fused_policy_loss(state, rlcore::policy_loss::sapo);
+}
+
+void BM_fused_gspo_sequence_loss(benchmark::State& state) {
+  fused_policy_loss(state, rlcore::policy_loss::gspo);
+}
+
+void BM_fused_gspo_token_loss(benchmark::State& state) {
+  fused_policy_loss(state, rlcore::policy_loss::gspo, rlcore::importance_level::none,
+                    rlcore::gspo_level::token);
+}
+
+void BM_fused_gmpo_loss(benchmark::State& state) {
+  fused_policy_loss(state, rlcore::policy_loss::gmpo);
+}
+
+void BM_fused_clipped_is_sequence_loss(benchmark::State& state) {
+  fused_policy_loss(state, rlcore::policy_loss::clipped, rlcore::importance_level::sequence);
+}
+
+void BM_fused_clipped_is_token_loss(benchmark::State& state) {
+  fused_policy_loss(state, rlcore::policy_loss::clipped, rlcore::importance_level::token);
 }
 
 void BM_gae_advantages(benchmark::State& state) {
@@ -318,6 +368,11 @@ BENCHMARK(BM_fused_grpo_loss_baseline_isa)
 BENCHMARK(BM_fused_cispo_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
 BENCHMARK(BM_fused_reinforce_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
 BENCHMARK(BM_fused_sapo_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
+BENCHMARK(BM_fused_gspo_sequence_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
+BENCHMARK(BM_fused_gspo_token_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
+BENCHMARK(BM_fused_gmpo_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
+BENCHMARK(BM_fused_clipped_is_sequence_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
+BENCHMARK(BM_fused_clipped_is_token_loss)->Arg(1000000)->Arg(10000000)->UseRealTime();
 BENCHMARK(BM_gae_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
 BENCHMARK(BM_grpo_advantages)->RangeMultiplier(10)->Range(10000, 10000000)->UseRealTime();
 

@@ -118,19 +118,46 @@ struct gmpo_log_ratio {
   bool clipped_high;
 };
 
+/// GMPO's clip flags: the upper bound is active where A > 0 and delta > eps_high, the lower where
+/// A < 0 and delta < -eps_low.
 template <real T>
-RLCORE_HD constexpr gmpo_log_ratio<T> gmpo_clip_log_ratio(T delta, T advantage, T eps_low,
-                                                          T eps_high) {
-  if (advantage > T(0) && delta > eps_high) {
-    return {eps_high, T(0), false, true};
-  }
-  if (advantage < T(0) && delta < -eps_low) {
-    return {-eps_low, T(0), true, false};
-  }
-  if (advantage == T(0)) {
-    return {T(0), T(0), false, false};
-  }
-  return {delta, T(1), false, false};
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr bool gmpo_clipped_high(T delta, T advantage,
+                                                                      T eps_high) {
+  return (advantage > T(0)) & (delta > eps_high);
+}
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr bool gmpo_clipped_low(T delta, T advantage,
+                                                                     T eps_low) {
+  return (advantage < T(0)) & (delta < -eps_low);
+}
+
+/// GMPO's gate d m / d delta alone: 0 where a clip is active or A == 0, else 1.
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr T gmpo_clip_gate(T delta, T advantage, T eps_low,
+                                                                T eps_high) {
+  const bool constant = gmpo_clipped_high(delta, advantage, eps_high)
+                        | gmpo_clipped_low(delta, advantage, eps_low) | (advantage == T(0));
+  return select(constant, T(0), T(1));
+}
+
+/// GMPO's clipped log-ratio m alone (see gmpo_clip_log_ratio).
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr T gmpo_clipped_log_ratio(T delta, T advantage,
+                                                                        T eps_low, T eps_high) {
+  return select(gmpo_clipped_high(delta, advantage, eps_high), eps_high,
+                select(gmpo_clipped_low(delta, advantage, eps_low), -eps_low,
+                       select(advantage == T(0), T(0), delta)));
+}
+
+/// Selects only (a loop over tokens vectorises); NaN delta or advantage: as the unclipped branch
+/// (value delta, gate 1) unless A == 0.
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr gmpo_log_ratio<T>
+gmpo_clip_log_ratio(T delta, T advantage, T eps_low, T eps_high) {
+  return {gmpo_clipped_log_ratio(delta, advantage, eps_low, eps_high),
+          gmpo_clip_gate(delta, advantage, eps_low, eps_high),
+          gmpo_clipped_low(delta, advantage, eps_low),
+          gmpo_clipped_high(delta, advantage, eps_high)};
 }
 
 /// A bounded importance weight w = exp(log_w) (log_w already clamped) and whether the bound
@@ -141,18 +168,48 @@ struct bounded_weight {
   bool corrected;
 };
 
-/// Truncated importance sampling (TIS): min(w, cap).
+/// TIS on a weight w: whether min(w, cap) bounds it (w > cap), and min(w, cap) itself.
 template <real T>
-RLCORE_HD inline bounded_weight<T> truncated_importance_weight(T log_w, T cap) {
-  const T w = exp(log_w);
-  return w > cap ? bounded_weight<T>{cap, true} : bounded_weight<T>{w, false};
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr bool weight_truncated(T w, T cap) {
+  return w > cap;
+}
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr T truncated_weight(T w, T cap) {
+  return select(weight_truncated(w, cap), cap, w);
 }
 
-/// Masked importance sampling (MIS): w inside [low, high], 0 outside.
+/// MIS on a weight w: whether it lies outside [low, high], and w there, 0 outside.
 template <real T>
-RLCORE_HD inline bounded_weight<T> masked_importance_weight(T log_w, T low, T high) {
-  const T w = exp(log_w);
-  return (w < low || w > high) ? bounded_weight<T>{T(0), true} : bounded_weight<T>{w, false};
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr bool weight_masked(T w, T low, T high) {
+  return (w < low) | (w > high);
+}
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr T masked_weight(T w, T low, T high) {
+  return select(weight_masked(w, low, high), T(0), w);
+}
+
+/// The importance weight w = exp(log_w) of a log-ratio clamped to |log_w| <= 80 by the caller
+/// (exp_vectorizable: on the host for float the branch-free polynomial, ~1.5 ulp; expf / exp
+/// elsewhere).
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD T importance_weight_of_log_ratio(T log_w) {
+  return exp_vectorizable(log_w);
+}
+
+/// Truncated importance sampling (TIS): min(w, cap), w = importance_weight_of_log_ratio(log_w).
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD bounded_weight<T> truncated_importance_weight(T log_w, T cap) {
+  const T w = importance_weight_of_log_ratio(log_w);
+  return {truncated_weight(w, cap), weight_truncated(w, cap)};
+}
+
+/// Masked importance sampling (MIS): w inside [low, high], 0 outside; w as
+/// truncated_importance_weight.
+template <real T>
+RLCORE_DETAIL_FORCE_INLINE RLCORE_HD bounded_weight<T> masked_importance_weight(T log_w, T low,
+                                                                                T high) {
+  const T w = importance_weight_of_log_ratio(log_w);
+  return {masked_weight(w, low, high), weight_masked(w, low, high)};
 }
 
 } // namespace rlcore::math
