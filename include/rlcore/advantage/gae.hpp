@@ -20,53 +20,61 @@ struct gae_options {
 
 namespace detail {
 
-/// GAE's scan element: token t as a segment map (math::gae_fold_token of the identity): a valid
-/// token is (1, V_t, r_t - V_t), a masked one the identity (its reward and value are not read).
+/// GAE's scan element: token t as a map of the one-number carry (math::gae_carry_fold_token of
+/// the identity): a valid token is (gamma lambda, V_t + lambda (r_t - V_t)), a masked one the
+/// identity (its reward and value are not read).
 template <class Layout, class Rewards, class Values>
-struct gae_token_map {
+struct gae_token_carry_map {
   Layout layout;
   Rewards rewards;
   Values values;
   double gamma;
-  double gamma_lambda;
-  RLCORE_HD math::gae_segment_map<double> operator()(index_t i, index_t t) const {
+  double lambda;
+  RLCORE_HD math::gae_carry_map<double> operator()(index_t i, index_t t) const {
     if (!layout.valid(i, t)) {
       return {};
     }
-    return math::gae_fold_token(math::gae_segment_map<double>{}, true, gamma, gamma_lambda,
-                                static_cast<double>(rewards(i, t)),
-                                static_cast<double>(values(i, t)));
+    return math::gae_carry_fold_token(math::gae_carry_map<double>{}, true, gamma, lambda,
+                                      gamma * lambda, static_cast<double>(rewards(i, t)),
+                                      static_cast<double>(values(i, t)));
   }
 };
 
-/// GAE's scan combine: the segment `earlier` in front of the segment `later` (math::gae_then),
-/// with the power (gamma lambda)^(earlier.count - 1) by math::gae_power.
-struct gae_then_op {
-  double gamma;
-  double gamma_lambda;
-  RLCORE_HD math::gae_segment_map<double>
-  operator()(const math::gae_segment_map<double>& later,
-             const math::gae_segment_map<double>& earlier) const {
-    const double power = earlier.count > 1 ? math::gae_power(gamma_lambda, earlier.count - 1) : 1.0;
-    return math::gae_then(later, earlier, gamma, gamma_lambda, power);
+/// GAE's scan combine: the segment `earlier` in front of the segment `later`
+/// (math::gae_carry_then).
+struct gae_carry_then_op {
+  RLCORE_HD math::gae_carry_map<double>
+  operator()(const math::gae_carry_map<double>& later,
+             const math::gae_carry_map<double>& earlier) const {
+    return math::gae_carry_then(later, earlier);
   }
 };
 
-/// Writes A_t and A_t + V_t from the inclusive map of token t (the composite of t .. len - 1
-/// applied to the carry (0, 0): its value is V_t and its advantage A_t at a valid token); 0 at
-/// masked tokens.
-template <class Layout, class Advantages, class Returns>
+/// Writes A_t = (r_t - V_t) + gamma c_next (math::gae_advantage_from_carry, c_next the offset of
+/// the exclusive map: the composite of t + 1 .. len - 1 applied to the carry 0) and A_t + V_t;
+/// 0 at masked tokens.
+template <class Layout, class Rewards, class Values, class Advantages, class Returns>
 struct gae_write {
   Layout layout;
+  Rewards rewards;
+  Values values;
   Advantages advantages;
   Returns returns;
-  RLCORE_HD void operator()(index_t i, index_t t, const math::gae_segment_map<double>&,
-                            const math::gae_segment_map<double>& inclusive) const {
+  double gamma;
+  RLCORE_HD void operator()(index_t i, index_t t, const math::gae_carry_map<double>& exclusive,
+                            const math::gae_carry_map<double>&) const {
     using A = typename Advantages::value_type;
     using R = typename Returns::value_type;
-    const bool valid = layout.valid(i, t);
-    advantages(i, t) = valid ? static_cast<A>(inclusive.advantage) : A(0);
-    returns(i, t) = valid ? static_cast<R>(inclusive.advantage + inclusive.value) : R(0);
+    if (!layout.valid(i, t)) {
+      advantages(i, t) = A(0);
+      returns(i, t) = R(0);
+      return;
+    }
+    const double value = static_cast<double>(values(i, t));
+    const double advantage = math::gae_advantage_from_carry(
+        gamma, static_cast<double>(rewards(i, t)), value, exclusive.offset);
+    advantages(i, t) = static_cast<A>(advantage);
+    returns(i, t) = static_cast<R>(advantage + value);
   }
 };
 
@@ -79,11 +87,11 @@ struct gae_write {
 /// masked token (multi-turn observation) both carries pass unchanged, so masked tokens are skipped,
 /// not treated as ends; masked outputs are 0 and masked rewards/values are never read into a
 /// result. Computed as ONE reverse scan per row (ctx.reverse_scan_rows, an associative scan on the
-/// GPU) over the maps of segments of the row on the carry (V_next, A_next): math::gae_segment_map
-/// (count, V, A), composed by math::gae_then; no scratch memory; carries in double, so results
-/// agree with the plain recurrence within double rounding (the scan associates the same sums in
-/// another order). With whiten, advantages are then whitened over the valid tokens
-/// (returns keep the unwhitened A + V).
+/// GPU) of affine maps of the one-number carry c_t = V_t + lambda A_t, with A_t = (r_t - V_t) +
+/// gamma c_next (math::gae_carry_map, composed by math::gae_carry_then; the fused CUDA kernel
+/// scans the same maps); no scratch memory; carries in double, so results agree with the plain
+/// recurrence within double rounding (the scan associates the same sums in another order). With
+/// whiten, advantages are then whitened over the valid tokens (returns keep the unwhitened A + V).
 /// Shapes: token_rewards, values, advantages_out, returns_out per-token for the layout.
 /// Options: gamma = 1, lambda = 1 (both in [0, 1]), whiten = false, whiten_kind = unbiased,
 /// whiten_eps = 1e-8. verl: whiten = true (unbiased; its masked outputs hold the carry instead of
@@ -110,12 +118,13 @@ void gae_advantages(const Layout& layout, const Rewards& token_rewards, const Va
   const auto v = layout.bind(function, "values", values);
   const auto a = layout.bind(function, "advantages_out", advantages_out);
   const auto ret = layout.bind(function, "returns_out", returns_out);
-  const double gamma_lambda = options.gamma * options.lambda;
-  ctx.reverse_scan_rows(layout, math::gae_segment_map<double>{},
-                        detail::gae_token_map<Layout, decltype(r), decltype(v)>{
-                            layout, r, v, options.gamma, gamma_lambda},
-                        detail::gae_then_op{options.gamma, gamma_lambda},
-                        detail::gae_write<Layout, decltype(a), decltype(ret)>{layout, a, ret});
+  ctx.reverse_scan_rows(
+      layout, math::gae_carry_map<double>{},
+      detail::gae_token_carry_map<Layout, decltype(r), decltype(v)>{layout, r, v, options.gamma,
+                                                                    options.lambda},
+      detail::gae_carry_then_op{},
+      detail::gae_write<Layout, decltype(r), decltype(v), decltype(a), decltype(ret)>{
+          layout, r, v, a, ret, options.gamma});
   if (options.whiten) {
     detail::whiten_tokens(function, "options.whiten_kind", layout, a, a, options.whiten_kind,
                           options.whiten_eps, ctx);
