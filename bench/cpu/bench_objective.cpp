@@ -315,7 +315,8 @@ void BM_gae_advantages(benchmark::State& state) {
   const auto tokens = static_cast<rlcore::index_t>(state.range(0));
   batch& b = cached_batch(tokens);
   auto layout = rlcore::padded(b.view(b.mask));
-  const std::size_t bytes = static_cast<std::size_t>(tokens) * (2 * 4 + 1 + 2 * 4 + 2 * 8);
+  const std::size_t bytes =
+      static_cast<std::size_t>(tokens) * (2 * 4 + 1 + 2 * 4); // r, V, mask; A, returns
   run(state, tokens, bytes, [&] {
     rlcore::gae_advantages(layout, b.view(b.rewards), b.view(b.values), b.view(b.adv),
                            b.view(b.returns));
