@@ -381,7 +381,7 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
              },
              quick ? 5 : 50),
          bytes);
-  record("  GAE generic gae_advantages (one reverse_scan_rows of segment maps)", ms_scan, bytes,
+  record("  GAE generic gae_advantages (one reverse_scan_rows)", ms_scan, bytes,
          "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_scan));
   record("  GAE one thread per sequence (reference point)", ms_naive, bytes);
   // Launch overhead floor: an empty kernel back to back, and in a graph.
