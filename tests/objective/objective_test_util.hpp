@@ -2,6 +2,8 @@
 // differences.
 #pragma once
 
+#include "../common/check_invalid.hpp"
+
 #include <rlcore/rlcore.hpp>
 
 #include <doctest/doctest.h>
@@ -14,21 +16,6 @@
 #include <vector>
 
 namespace rlcore_test {
-
-// Runs f, expects rlcore::invalid_argument naming `argument` with `fragment` in its message.
-template <class F>
-void check_invalid(F&& f, const std::string& argument, const std::string& fragment) {
-  try {
-    f();
-    FAIL("expected rlcore::invalid_argument for ", argument);
-  } catch (const rlcore::invalid_argument& e) {
-    CHECK(e.argument() == argument);
-    const std::string what = e.what();
-    INFO(what);
-    CHECK(what.find(fragment) != std::string::npos);
-    CHECK(what.find("'" + argument + "'") != std::string::npos);
-  }
-}
 
 inline std::vector<double> uniform(std::size_t n, double lo, double hi, unsigned seed) {
   std::mt19937_64 rng(seed);
