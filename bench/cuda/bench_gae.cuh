@@ -56,131 +56,16 @@ __global__ void gae_bytes_reference(const float4* rewards, const float4* values,
   __stcs(returns + k, make_float4(a.x + v.x, a.y + v.y, a.z + v.z, a.w + v.w));
 }
 
-/// gae_stage_probe's composition of segment maps: math::gae_then with the power
-/// (gamma lambda)^(earlier.count - 1) = low[k % 64] * high[k / 64] from the CTA's tables.
-struct stage_probe_then {
-  double gamma;
-  double gamma_lambda;
-  const double* low;
-  const double* high;
-  __device__ rlcore::math::gae_segment_map<double>
-  operator()(const rlcore::math::gae_segment_map<double>& later,
-             const rlcore::math::gae_segment_map<double>& earlier) const {
-    const int k = earlier.count > 0 ? earlier.count - 1 : 0;
-    return rlcore::math::gae_then(later, earlier, gamma, gamma_lambda, low[k & 63] * high[k >> 6]);
-  }
-};
-
-/// Timing probe, not a GAE (its results are wrong past a piece or a warp): the per-round
-/// structure of the fused kernel as it was before the coalesced ownership (a thread owns 8
-/// consecutive tokens: each 16-byte access of a warp touches 32 half sectors 32 bytes apart) at
-/// its default shape (256 threads x 8 tokens, 2 CTAs per row, 2 rounds of
-/// a 8192-token row, 16-byte accesses) with stages left out, to see where the kernel's time goes:
-///   Stage 0: loads, the 8-token fold in double, the walk from (0, 0) and the stores (no scan);
-///   Stage 1: + the warp scan of the piece maps (cub::WarpScan), the walk from the lane's carry;
-///   Stage 2: + the block barrier, warp 0's scan of the warp aggregates and a second barrier (the
-///            fused kernel without the exchange between the row's two CTAs).
-template <int Stage>
-__global__ void __launch_bounds__(256, 4)
-    gae_stage_probe(const float* rewards, const float* values, const std::uint8_t* mask,
-                    float* advantages, float* returns, index_t cols, double gamma, double lambda) {
-  namespace d = rlcore::cuda::detail;
-  using map = rlcore::math::gae_segment_map<double>;
-  constexpr int items = 8;
-  constexpr index_t chunk = 256 * items;
-  __shared__ cub::WarpScan<map>::TempStorage warp_storage[8];
-  __shared__ cub::WarpScan<map, 8>::TempStorage warps_storage;
-  __shared__ map warp_aggregates[8];
-  __shared__ map warp_prefixes[8];
-  __shared__ double low[64];
-  __shared__ double high[chunk / 64];
-  const double gamma_lambda = gamma * lambda;
-  if (threadIdx.x < 64) {
-    low[threadIdx.x] = rlcore::math::gae_power(gamma_lambda, static_cast<int>(threadIdx.x));
-  } else if (threadIdx.x < 64 + chunk / 64) {
-    high[threadIdx.x - 64] =
-        rlcore::math::gae_power(gamma_lambda, 64 * static_cast<int>(threadIdx.x - 64));
-  }
-  __syncthreads();
-  const stage_probe_then then{gamma, gamma_lambda, low, high};
-  const index_t i = blockIdx.x / 2;
-  const auto rank = static_cast<index_t>(blockIdx.x % 2);
-  const int warp = static_cast<int>(threadIdx.x / 32);
-  const int lane = static_cast<int>(threadIdx.x % 32);
-  const d::gae_row_pointers row{rewards + i * cols, values + i * cols, mask + i * cols,
-                                advantages + i * cols, returns + i * cols};
-  const index_t piece = 255 - static_cast<index_t>(threadIdx.x);
-  for (index_t end = cols; end > 0; end -= 2 * chunk) {
-    const index_t first = end - (rank + 1) * chunk + piece * items;
-    float r[items];
-    float v[items];
-    bool valid[items];
-    d::load_gae_groups<items, 4>(row, first, r, v, valid); // consecutive tokens
-    map piece_map{};
-#pragma unroll
-    for (int j = items - 1; j >= 0; --j) {
-      piece_map = rlcore::math::gae_fold_token(piece_map, valid[j], gamma, gamma_lambda,
-                                               double(r[j]), double(v[j]));
-    }
-    map carry{};
-    if constexpr (Stage >= 1) {
-      map inclusive{};
-      map later{};
-      cub::WarpScan<map>(warp_storage[warp]).Scan(piece_map, inclusive, later, then);
-      carry = lane == 0 ? map{} : later;
-      if constexpr (Stage >= 2) {
-        if (lane == 31) {
-          warp_aggregates[warp] = inclusive;
-        }
-        __syncthreads();
-        if (warp == 0) {
-          map warp_inclusive{};
-          map warp_exclusive{};
-          if (lane < 8) {
-            cub::WarpScan<map, 8>(warps_storage)
-                .Scan(warp_aggregates[lane], warp_inclusive, warp_exclusive, then);
-            warp_prefixes[lane] = lane == 0 ? map{} : warp_exclusive;
-          }
-        }
-        __syncthreads();
-        carry = lane == 0 ? warp_prefixes[warp] : then(warp_prefixes[warp], later);
-      }
-    }
-    (void)piece_map;
-    double next_value = carry.value;
-    double next_advantage = carry.advantage;
-    float a_out[items];
-    float ret_out[items];
-#pragma unroll
-    for (int j = items - 1; j >= 0; --j) {
-      const double value = v[j];
-      const double advantage = rlcore::math::gae_advantage(gamma, gamma_lambda, double(r[j]), value,
-                                                           next_value, next_advantage);
-      a_out[j] = valid[j] ? static_cast<float>(advantage) : 0.0f;
-      ret_out[j] = valid[j] ? static_cast<float>(advantage + value) : 0.0f;
-      next_value = valid[j] ? value : next_value;
-      next_advantage = valid[j] ? advantage : next_advantage;
-    }
-#pragma unroll
-    for (int q = 0; q < items / 4; ++q) {
-      if (first + 4 * q >= 0) {
-        d::store4(row.advantages + first + 4 * q, &a_out[4 * q]);
-        d::store4(row.returns + first + 4 * q, &ret_out[4 * q]);
-      }
-    }
-  }
-}
-
-/// Timing probe, not a GAE: stage 0 of gae_stage_probe in the coalesced ownership of the fused
-/// kernel (a thread's 8 tokens are 2 groups of 4 consecutive tokens 128 apart; a warp's 16-byte
-/// access covers 512 contiguous bytes): loads, the two 4-token folds, the walks from (0, 0) and
-/// the stores, no scan.
+/// Timing probe, not a GAE: the data path of the fused kernel alone, in its ownership (a thread's
+/// 8 tokens are 2 groups of 4 consecutive tokens 128 apart; a warp's 16-byte access covers 512
+/// contiguous bytes): loads, the two 4-token folds of the carry maps, the walks from the carry 0
+/// and the stores; no scan, no block step, no exchange.
 __global__ void __launch_bounds__(256, 4)
     gae_coalesced_probe(const float* rewards, const float* values, const std::uint8_t* mask,
                         float* advantages, float* returns, index_t cols, double gamma,
                         double lambda) {
   namespace d = rlcore::cuda::detail;
-  using map = rlcore::math::gae_segment_map<double>;
+  using map = rlcore::math::gae_carry_map<double>;
   constexpr int items = 8;
   constexpr index_t chunk = 256 * items;
   const double gamma_lambda = gamma * lambda;
@@ -203,21 +88,19 @@ __global__ void __launch_bounds__(256, 4)
       map group_map{};
 #pragma unroll
       for (int j = 4 * g + 3; j >= 4 * g; --j) {
-        group_map = rlcore::math::gae_fold_token(group_map, valid[j], gamma, gamma_lambda,
-                                                 double(r[j]), double(v[j]));
+        group_map = rlcore::math::gae_carry_fold_token(group_map, valid[j], gamma, lambda,
+                                                       gamma_lambda, double(r[j]), double(v[j]));
       }
-      // the walk starts from (0, 0) (a group's count is at most 4) after the fold, as in the kernel
-      double next_value = group_map.count == 12345 ? group_map.value : 0.0;
-      double next_advantage = group_map.count == 12345 ? group_map.advantage : 0.0;
+      // the walk starts from the carry 0 after the fold (kept live as in the kernel)
+      double next_carry = group_map.multiplier == 12345.0 ? group_map.offset : 0.0;
 #pragma unroll
       for (int j = 4 * g + 3; j >= 4 * g; --j) {
         const double value = v[j];
-        const double advantage = rlcore::math::gae_advantage(gamma, gamma_lambda, double(r[j]),
-                                                             value, next_value, next_advantage);
+        const double advantage =
+            rlcore::math::gae_advantage_from_carry(gamma, double(r[j]), value, next_carry);
         a_out[j] = valid[j] ? static_cast<float>(advantage) : 0.0f;
         ret_out[j] = valid[j] ? static_cast<float>(advantage + value) : 0.0f;
-        next_value = valid[j] ? value : next_value;
-        next_advantage = valid[j] ? advantage : next_advantage;
+        next_carry = valid[j] ? rlcore::math::gae_carry(lambda, value, advantage) : next_carry;
       }
     }
 #pragma unroll
@@ -336,26 +219,7 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
          fused_ms({8, 1 << 16, 8}), bytes);
   record("  fused, 256 threads x 16 tokens, cluster 1", fused_ms({16, 1 << 16, 1}), bytes);
   record("  fused, 256 threads x 16 tokens, 2-CTA clusters", fused_ms({16, 1 << 16, 2}), bytes);
-  // Where the time goes (probes, not a GAE): gae_stage_probe, the previous kernel's ownership
-  // (8 consecutive tokens per thread) with stages left out; gae_coalesced_probe, the data path of
-  // the current ownership alone.
-  const auto probe_ms = [&](auto stage_constant) {
-    constexpr int stage = decltype(stage_constant)::value;
-    return time_ms(
-        [&](int k) {
-          const int s = k % set_count;
-          gae_stage_probe<stage><<<static_cast<unsigned>(2 * n), 256>>>(
-              thrust::raw_pointer_cast(r[s].data()), thrust::raw_pointer_cast(v[s].data()),
-              thrust::raw_pointer_cast(mk[s].data()), thrust::raw_pointer_cast(a[s].data()),
-              thrust::raw_pointer_cast(ret[s].data()), t_len, 0.99, 0.95);
-        },
-        quick ? 5 : 50);
-  };
-  record("  probe (not a GAE), 8 consecutive tokens per thread: loads, fold, walk, stores",
-         probe_ms(std::integral_constant<int, 0>{}), bytes);
-  record("  probe (not a GAE): + warp scan", probe_ms(std::integral_constant<int, 1>{}), bytes);
-  record("  probe (not a GAE): + block barriers and warp 0's cross-warp scan (no exchange)",
-         probe_ms(std::integral_constant<int, 2>{}), bytes);
+  // Where the time goes (a probe, not a GAE): the data path of the fused kernel alone.
   record("  probe (not a GAE): coalesced loads, 2 x 4-token folds, walks, stores; no scan",
          time_ms(
              [&](int k) {

@@ -103,16 +103,12 @@ TEST_CASE("advantage formulas and affine steps") {
   CHECK(m::leave_one_out_advantage(6, 6, 1) == 0.0);
   CHECK(m::whitened(3, 1, 4, 0, false) == 1.0);
   CHECK(m::whitened(3, 1, 4, 0, true) == 2.0);
-  const auto masked = m::gae_step(false, 0.9, 0.8, 5, 6, 7);
-  CHECK(masked.first == 1.0);
-  CHECK(masked.second == 0.0);
-  const auto valid = m::gae_step(true, 0.9, 0.8, 1, 0.5, 1);
-  CHECK(valid.first == doctest::Approx(0.72));
-  CHECK(valid.second == doctest::Approx(1.4));
   CHECK(m::discounted_return_step(true, 0.5, 2).first == 0.5);
-  CHECK(m::next_value_step(true, 3).second == 3.0);
-  CHECK(m::next_value_step(true, 3).first == 0.0);
-  CHECK(m::valid_count_step(false).second == 0.0);
+  CHECK(m::discounted_return_step(true, 0.5, 2).second == 2.0);
+  CHECK(m::discounted_return_step(false, 0.5, 2).first == 1.0);
+  CHECK(m::discounted_return_step(false, 0.5, 2).second == 0.0);
+  CHECK(m::suffix_sum_step(3).first == 1.0);
+  CHECK(m::suffix_sum_step(3).second == 3.0);
 }
 
 TEST_CASE("DAPO overlong penalty at and around its breakpoints") {
@@ -125,7 +121,7 @@ TEST_CASE("DAPO overlong penalty at and around its breakpoints") {
   CHECK(m::overlong_penalty(1e9, 100, 20) == -1.0);
 }
 
-TEST_CASE("GAE one-number carry: hand-derived row, and the same A as the segment maps") {
+TEST_CASE("GAE one-number carry: hand-derived row, composition") {
   // gamma 0.5, lambda 0.5, tokens 0..3, token 2 masked; r = {1, 2, 100, 1}, V = {1, 2, 100, 4}:
   //   t = 3: A = 1 - 4 = -3,                      c = 4 + 0.5 * -3 = 2.5
   //   t = 2: masked, c stays 2.5
@@ -167,7 +163,7 @@ TEST_CASE("GAE one-number carry: hand-derived row, and the same A as the segment
   CHECK(whole.multiplier == map.multiplier);
 }
 
-TEST_CASE("GAE one-number carry: property against gae_fold_token / gae_then on random rows") {
+TEST_CASE("GAE one-number carry: property against the textbook recurrence on random rows") {
   // A linear congruential generator: the same rows on every platform.
   unsigned state = 12345u;
   const auto uniform = [&state] {
@@ -186,26 +182,30 @@ TEST_CASE("GAE one-number carry: property against gae_fold_token / gae_then on r
         v[static_cast<size_t>(t)] = 6 * uniform() - 3;
         valid[static_cast<size_t>(t)] = uniform() < 0.7;
       }
-      // Token by token from the end: the pair carry (gae_fold_token) and the one-number carry.
-      m::gae_segment_map<double> pair{};
+      // Token by token from the end: the textbook pair (V_next, A_next), written out here
+      // (delta_t = r_t + gamma V_next - V_t, A_t = delta_t + gamma lambda A_next), and the
+      // one-number carry.
+      double next_value = 0;
+      double next_advantage = 0;
       m::gae_carry_map<double> carry{};
       double max_error = 0;
       int count = 0;
       for (int t = n - 1; t >= 0; --t) {
         const auto k = static_cast<size_t>(t);
         const double a_carry = m::gae_advantage_from_carry(gamma, r[k], v[k], carry.offset);
-        const double a_pair = m::gae_advantage(gamma, gl, r[k], v[k], pair.value, pair.advantage);
+        const double a_pair = r[k] + gamma * next_value - v[k] + gl * next_advantage;
         if (valid[k]) {
           max_error = std::max(max_error, std::abs(a_carry - a_pair) / (1 + std::abs(a_pair)));
+          next_value = v[k];
+          next_advantage = a_pair;
           ++count;
         }
-        pair = m::gae_fold_token(pair, static_cast<bool>(valid[k]), gamma, gl, r[k], v[k]);
         carry = m::gae_carry_fold_token(carry, static_cast<bool>(valid[k]), gamma, lambda, gl, r[k],
                                         v[k]);
       }
       CHECK(max_error < 1e-13);
-      CHECK(carry.offset == doctest::Approx(pair.value + lambda * pair.advantage).epsilon(1e-12));
-      CHECK(carry.multiplier == doctest::Approx(m::gae_power(gl, count)).epsilon(1e-12));
+      CHECK(carry.offset == doctest::Approx(next_value + lambda * next_advantage).epsilon(1e-12));
+      CHECK(carry.multiplier == doctest::Approx(std::pow(gl, count)).epsilon(1e-12));
       // Any split: the composite of the two halves' maps is the whole row's map.
       for (const int split : {1, 10, 20, 36}) {
         m::gae_carry_map<double> later{};

@@ -56,108 +56,20 @@ RLCORE_HD inline affine_step discounted_return_step(bool valid, double gamma, do
   return valid ? affine_step{gamma, reward} : affine_step{1.0, 0.0};
 }
 
-/// Next-value step: the carry becomes V_t at a valid token and passes unchanged through a masked
-/// one, so the exclusive carry at t is the value of the next valid token (0 past the last).
-RLCORE_HD inline affine_step next_value_step(bool valid, double value) {
-  return valid ? affine_step{0.0, value} : affine_step{1.0, 0.0};
-}
-
-/// GAE's TD residual of a valid token: delta_t = (r_t - V_t) + gamma * V_next, V_next = the value
-/// of the next valid token (0 past the row's last).
-template <class T>
-RLCORE_HD constexpr T gae_delta(T gamma, T reward, T value, T next_value) {
-  return (reward - value) + gamma * next_value;
-}
-
-/// GAE step: A_t = delta_t + gamma * lambda * A_{t+1} (gae_delta) at a valid token; unchanged
-/// carry at a masked token.
-RLCORE_HD inline affine_step gae_step(bool valid, double gamma, double lambda, double reward,
-                                      double value, double next_value) {
-  return valid ? affine_step{gamma * lambda, gae_delta(gamma, reward, value, next_value)}
-               : affine_step{1.0, 0.0};
-}
-
-/// Step counting the valid tokens from t onwards (exclusive carry: valid tokens after t; a valid
-/// token with exclusive carry 0 is the last valid token of its row).
-RLCORE_HD inline affine_step valid_count_step(bool valid) {
-  return affine_step{1.0, valid ? 1.0 : 0.0};
-}
-
 /// Suffix-sum step: the carry accumulates `term` (0 where nothing is added).
 RLCORE_HD inline affine_step suffix_sum_step(double term) {
   return affine_step{1.0, term};
 }
 
-/// GAE's advantage of a valid token t from the carry of the next valid token (next value,
-/// next advantage; both 0 past the row's last valid token):
-///   A_t = (r_t - V_t) + gamma * V_next + gamma * lambda * A_next,   gamma_lambda = gamma * lambda.
-template <class T>
-RLCORE_HD constexpr T gae_advantage(T gamma, T gamma_lambda, T reward, T value, T next_value,
-                                    T next_advantage) {
-  return gae_delta(gamma, reward, value, next_value) + gamma_lambda * next_advantage;
-}
-
-/// The map of a segment of a row on GAE's carry (v, a) = (value, advantage of the next valid
-/// token), read backwards: a segment with `count` >= 1 valid tokens maps a carry (v, a) at its
-/// end to the carry at its first valid token,
-///   (v, a) -> (value,  advantage + (gamma lambda)^(count - 1) * (gamma * v + gamma lambda * a)),
-/// where (value, advantage) is the carry it makes from (0, 0): the V and A of its first valid
-/// token. A segment without valid tokens (count 0, value = advantage = 0: the identity) passes
-/// the carry through. Segment maps compose (gae_then) into segment maps, so GAE is one
-/// associative scan over them, with no per-token scratch.
-template <class T>
-struct gae_segment_map {
-  int count = 0;   ///< valid tokens of the segment (saturated at gae_count_cap)
-  T value = 0;     ///< V of the segment's first valid token (0 when count == 0)
-  T advantage = 0; ///< A of the segment's first valid token from the carry (0, 0)
-};
-
-/// Saturation of gae_segment_map::count: a count is exact while it is below the cap (a segment's
-/// count is read only through gae_then's `earlier`, whose segments are never that long).
-inline constexpr int gae_count_cap = 1 << 30;
-
-/// Extends the map `later` (the tokens after t) by token t: a valid token makes the carry
-/// (V_t, A_t) with A_t = gae_advantage(..., later.value, later.advantage); a masked token leaves
-/// the map as it is.
-template <class T>
-RLCORE_HD constexpr gae_segment_map<T> gae_fold_token(const gae_segment_map<T>& later, bool valid,
-                                                      T gamma, T gamma_lambda, T reward, T value) {
-  if (!valid) {
-    return later;
-  }
-  const int count = later.count < gae_count_cap ? later.count + 1 : gae_count_cap;
-  return {count, value,
-          gae_advantage(gamma, gamma_lambda, reward, value, later.value, later.advantage)};
-}
-
-/// The map of two adjacent segments: it applies `later` (the later tokens), then `earlier`. With
-/// e = earlier, l = later and e.count >= 1:
-///   (e.count + l.count,  e.value,  e.advantage + power * (gamma * l.value + gamma lambda *
-///   l.advantage)),
-/// power = (gamma lambda)^(e.count - 1), supplied by the caller (gae_powers); e.count == 0 gives
-/// `later`. Associative (up to rounding); the identity is gae_segment_map<T>{}.
-template <class T>
-RLCORE_HD constexpr gae_segment_map<T> gae_then(const gae_segment_map<T>& later,
-                                                const gae_segment_map<T>& earlier, T gamma,
-                                                T gamma_lambda, T power) {
-  if (earlier.count == 0) {
-    return later;
-  }
-  const int count =
-      later.count < gae_count_cap - earlier.count ? earlier.count + later.count : gae_count_cap;
-  return {count, earlier.value,
-          earlier.advantage + power * (gamma * later.value + gamma_lambda * later.advantage)};
-}
-
-/// GAE's carry as ONE number (equivalent to the pair (V_next, A_next) of gae_segment_map): at a
-/// valid token t
+/// GAE (Schulman et al. 2016) with masks: delta_t = (r_t - V_t) + gamma V_next, A_t = delta_t +
+/// gamma lambda A_next over the valid tokens of a row (V_next, A_next: of the next valid token, 0
+/// past the last). Its carry is ONE number: at a valid token t
 ///   c_t = V_t + lambda * A_t                       (gae_carry)
 ///   A_t = (r_t - V_t) + gamma * c_next             (gae_advantage_from_carry)
 /// with c_next the carry of the next valid token of the row (0 past the last), since
 /// gamma * V_next + gamma lambda * A_next = gamma * c_next. Read backwards, a valid token maps the
 /// carry affinely, c_next -> gamma lambda * c_next + (V_t + lambda (r_t - V_t)), and a masked
 /// token leaves it unchanged, so GAE is one scan of affine maps of one number (gae_carry_map).
-/// Same A as gae_advantage up to double rounding.
 template <class T>
 RLCORE_HD constexpr T gae_advantage_from_carry(T gamma, T reward, T value, T next_carry) {
   return (reward - value) + gamma * next_carry;
@@ -203,22 +115,6 @@ RLCORE_HD constexpr gae_carry_map<T> gae_carry_then(const gae_carry_map<T>& late
                                                     const gae_carry_map<T>& earlier) {
   return {earlier.multiplier * later.multiplier,
           earlier.multiplier * later.offset + earlier.offset};
-}
-
-/// (gamma lambda)^k by binary powering from the squares x^(2^b) (a fixed order of products: the
-/// same bits wherever it runs); 0^0 = 1.
-template <class T>
-RLCORE_HD constexpr T gae_power(T gamma_lambda, int k) {
-  T result = 1;
-  T square = gamma_lambda;
-  while (k > 0) {
-    if ((k & 1) != 0) {
-      result *= square;
-    }
-    square *= square;
-    k >>= 1;
-  }
-  return result;
 }
 
 } // namespace rlcore::math
