@@ -135,8 +135,9 @@ RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr bool gmpo_clipped_low(T delta, T 
 template <real T>
 RLCORE_DETAIL_FORCE_INLINE RLCORE_HD constexpr T gmpo_clip_gate(T delta, T advantage, T eps_low,
                                                                 T eps_high) {
-  const bool constant = gmpo_clipped_high(delta, advantage, eps_high)
-                        | gmpo_clipped_low(delta, advantage, eps_low) | (advantage == T(0));
+  const bool clipped_high = gmpo_clipped_high(delta, advantage, eps_high);
+  const bool clipped_low = gmpo_clipped_low(delta, advantage, eps_low);
+  const bool constant = clipped_high | clipped_low | (advantage == T(0)); // no branches
   return select(constant, T(0), T(1));
 }
 

@@ -80,8 +80,9 @@ RLCORE_DETAIL_FORCE_INLINE void importance_weight_parts(T clamp, T cap, T low, T
   const bool truncate = mode == importance_mode::truncate;
   weight =
       math::select(truncate, math::truncated_weight(w, cap), math::masked_weight(w, low, high));
-  corrected =
-      (truncate & math::weight_truncated(w, cap)) | (!truncate & math::weight_masked(w, low, high));
+  const bool truncated = math::weight_truncated(w, cap);
+  const bool masked = math::weight_masked(w, low, high);
+  corrected = (truncate & truncated) | (!truncate & masked); // no branches: vectorises
 }
 
 /// Per-row sums of the pre-pass.
