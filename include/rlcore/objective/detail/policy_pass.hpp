@@ -209,6 +209,9 @@ struct policy_row_pass {
       return s;
     }
     const index_t len = layout.row_length(i);
+    if (len == 0) {
+      return s; // no element (i, 0) to point at: a view with no columns has no data
+    }
     const auto* valid = contiguous_mask_row(layout, i, 0);
     const auto* lp = contiguous_row(v.log_probs, i, 0);
     const auto* old = contiguous_row(v.old_log_probs, i, 0);
