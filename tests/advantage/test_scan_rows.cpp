@@ -2,6 +2,8 @@
 // reverse_affine_scan_rows on top of it: a non-commutative exact monoid (2 x 2 matrices over the
 // integers mod 2^32) against products written out token by token, padded and packed layouts,
 // empty and one-token rows, rows longer than a CUDA tile, and exact (dyadic) affine maps.
+#include "../common/matrix_monoid.hpp"
+
 #include <rlcore/backend/host/execution.hpp>
 #include <rlcore/tensor/layout.hpp>
 
@@ -11,48 +13,9 @@
 #include <vector>
 
 using rlcore::index_t;
+using namespace rlcore_test;
 
 namespace {
-
-/// A 2 x 2 matrix over the integers mod 2^32 (unsigned wrap-around: products are exact and
-/// associative, and not commutative).
-struct mat2 {
-  std::uint32_t m00 = 1;
-  std::uint32_t m01 = 0;
-  std::uint32_t m10 = 0;
-  std::uint32_t m11 = 1;
-  friend bool operator==(const mat2&, const mat2&) = default;
-};
-
-/// x * y (row-major product).
-mat2 product(const mat2& x, const mat2& y) {
-  return {x.m00 * y.m00 + x.m01 * y.m10, x.m00 * y.m01 + x.m01 * y.m11,
-          x.m10 * y.m00 + x.m11 * y.m10, x.m10 * y.m01 + x.m11 * y.m11};
-}
-
-/// The monoid of segments read in row order: a segment t .. u is M_t * M_t+1 * ... * M_u, so the
-/// segment `earlier` followed by `later` is earlier * later.
-struct matrix_then {
-  mat2 operator()(const mat2& later, const mat2& earlier) const { return product(earlier, later); }
-};
-
-/// The same with the operands swapped (the wrong order for this monoid).
-struct matrix_then_swapped {
-  mat2 operator()(const mat2& later, const mat2& earlier) const { return product(later, earlier); }
-};
-
-/// Token (i, t)'s matrix: small entries from a hash of (i, t), determinant not 1 in general.
-mat2 token_matrix(index_t i, index_t t) {
-  auto h = static_cast<std::uint32_t>(i * 7919 + t * 104729 + 17);
-  h ^= h >> 13;
-  h *= 0x5bd1e995U;
-  h ^= h >> 15;
-  return {h % 5, (h >> 3) % 4 + 1, (h >> 7) % 3, (h >> 11) % 5 + 1};
-}
-
-struct matrix_element {
-  mat2 operator()(index_t i, index_t t) const { return token_matrix(i, t); }
-};
 
 /// Records what out sees, per token slot of an N x T grid (packed rows use T = the longest row).
 struct record {

@@ -1,5 +1,6 @@
 // execution_context<device_space>: every primitive against plain host loops, padded and packed
 // layouts, determinism, device-side layout validation and CUDA error reporting.
+#include "../common/matrix_monoid.hpp"
 #include "cuda_test_util.cuh"
 
 #include <rlcore/backend/host/execution.hpp>
@@ -273,38 +274,6 @@ TEST_CASE("reverse_affine_scan_rows: carries match a sequential loop, masks keep
 }
 
 namespace {
-
-/// A 2 x 2 matrix over the integers mod 2^32: an exact, associative, non-commutative monoid, so
-/// the GPU's scan tree must give the host loop's bits.
-struct mat2 {
-  std::uint32_t m00 = 1;
-  std::uint32_t m01 = 0;
-  std::uint32_t m10 = 0;
-  std::uint32_t m11 = 1;
-};
-
-bool operator==(const mat2& x, const mat2& y) {
-  return x.m00 == y.m00 && x.m01 == y.m01 && x.m10 == y.m10 && x.m11 == y.m11;
-}
-
-/// combine: the segment `earlier` followed by `later` in row order is earlier * later.
-struct matrix_then {
-  RLCORE_HD mat2 operator()(const mat2& later, const mat2& x) const {
-    return {x.m00 * later.m00 + x.m01 * later.m10, x.m00 * later.m01 + x.m01 * later.m11,
-            x.m10 * later.m00 + x.m11 * later.m10, x.m10 * later.m01 + x.m11 * later.m11};
-  }
-};
-
-/// Token (i, t)'s matrix from a hash of (i, t) (masked tokens included: the scan sees them all).
-struct matrix_element {
-  RLCORE_HD mat2 operator()(index_t i, index_t t) const {
-    auto h = static_cast<std::uint32_t>(i * 7919 + t * 104729 + 17);
-    h ^= h >> 13;
-    h *= 0x5bd1e995U;
-    h ^= h >> 15;
-    return {h % 5, (h >> 3) % 4 + 1, (h >> 7) % 3, (h >> 11) % 5 + 1};
-  }
-};
 
 /// Writes what out sees to slot i * cols + t of two arrays (host or device memory).
 struct record_matrices {

@@ -77,15 +77,15 @@ __device__ void load_gae_groups(const Layout& layout, const Rewards& rewards, co
   }
 }
 
-/// The same from row pointers, one float4 of r and V and one mask word per group, groups
-/// GroupStride tokens apart: with the default 128 a warp's load instruction covers 512 contiguous
-/// bytes of r or V and 128 of the mask (first is a multiple of 4; streaming: read once).
-template <int Items, int GroupStride = 128>
+/// The same from row pointers, one float4 of r and V and one mask word per group (groups 128
+/// tokens apart: a warp's load instruction covers 512 contiguous bytes of r or V and 128 of the
+/// mask; first is a multiple of 4; streaming: read once).
+template <int Items>
 __device__ void load_gae_groups(const gae_row_pointers& row, index_t first, float* r, float* v,
                                 bool* valid) {
 #pragma unroll
   for (int g = 0; g < Items / 4; ++g) {
-    const index_t t = first + GroupStride * g;
+    const index_t t = first + 128 * g;
     if (t >= 0) {
       load4(row.rewards + t, &r[4 * g]);
       load4(row.values + t, &v[4 * g]);
