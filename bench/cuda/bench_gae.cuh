@@ -213,6 +213,14 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
   record("  fused, default shape, 50 calls in a CUDA graph (per call)", ms_graph, bytes);
   record("  fused, one block per row (cluster 1)", fused_ms({8, 1 << 16, 1}), bytes);
   record("  fused, 2-CTA clusters per row", fused_ms({8, 1 << 16, 2}), bytes);
+  record("  fused, one block per row, 50 calls in a CUDA graph (per call)",
+         graph_ms_per_call(50, quick ? 2 : 5,
+                           [&](int k, cudaStream_t stream) {
+                             fused_call({8, 1 << 16, 1}, k, stream);
+                           }),
+         bytes);
+  record("  fused, one block per row (cluster 1), second pass", fused_ms({8, 1 << 16, 1}), bytes);
+  record("  fused, 2-CTA clusters per row, second pass", fused_ms({8, 1 << 16, 2}), bytes);
   record("  fused, 4-CTA clusters per row (1024 CTAs: more than fit at once)",
          fused_ms({8, 1 << 16, 4}), bytes);
   record("  fused, 8-CTA clusters per row (4 CTAs of each past the row start)",
