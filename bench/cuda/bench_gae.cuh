@@ -189,7 +189,7 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
   const auto fused_ms = [&](const rlcore::cuda::detail::gae_launch& launch) {
     return time_ms([&](int k) { fused_call(launch, k, nullptr); }, quick ? 5 : 50);
   };
-  // The public entry (default launch shape: 2 CTAs per row here) through the two-phase form.
+  // The public entry (default launch shape: one block per row here) through the two-phase form.
   std::size_t temp_bytes = 0;
   rlcore::cuda::gae_advantages(nullptr, temp_bytes, rlcore::cuda::padded(m(mk[0])), m(r[0]),
                                m(v[0]), m(a[0]), m(ret[0]), options, ctx);
@@ -204,7 +204,7 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
                                      options, ctx);
       },
       quick ? 5 : 50);
-  record("GAE 256 x 8192, fused cuda::gae_advantages (default: 2-CTA clusters here)", ms_fused,
+  record("GAE 256 x 8192, fused cuda::gae_advantages (default: one block per row here)", ms_fused,
          bytes, "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_fused));
   // The same calls captured in a CUDA graph (50 calls per graph, rotating the 4 sets): what is
   // left when the per-launch host and queue overhead is gone.
@@ -256,6 +256,36 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
   record("  GAE generic gae_advantages (one reverse_scan_rows)", ms_scan, bytes,
          "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_scan));
   record("  GAE one thread per sequence (reference point)", ms_naive, bytes);
+  // The cluster size by batch shape (the same 2^21 token slots viewed as rows x cols, cols =
+  // 2^21 / rows; 10922 and 5461 are not multiples of 4: the per-element path): the measurements
+  // behind cuda::detail::gae_auto_cluster. One row per shape, the default's time, the others in
+  // the note.
+  for (const index_t rows : {16, 32, 64, 128, 192, 256, 384, 512, 1024}) {
+    const index_t cols = tokens / rows;
+    auto shaped = [&](auto& x) {
+      return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(x.data()), rows, cols);
+    };
+    const auto shape_ms = [&](int cluster) {
+      return time_ms(
+          [&](int k) {
+            const int s = k % set_count;
+            auto av = shaped(a[s]);
+            auto rv = shaped(ret[s]);
+            rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(shaped(mk[s])), shaped(r[s]),
+                                              shaped(v[s]), av, rv, options, ctx,
+                                              {8, 1 << 16, cluster});
+          },
+          quick ? 3 : 20);
+    };
+    std::string note = "clusters 1 / 2 / 4 / 8:";
+    for (const int cluster : {1, 2, 4, 8}) {
+      char cell[32];
+      std::snprintf(cell, sizeof cell, " %.4f", shape_ms(cluster));
+      note += cell;
+    }
+    record("  shape " + std::to_string(rows) + " x " + std::to_string(cols) + ", default cluster",
+           shape_ms(0), 17.0 * double(rows * cols), note + " ms");
+  }
   // Launch overhead floor: an empty kernel back to back, and in a graph.
   const double ms_empty = time_ms([&](int) { empty_kernel<<<1, 32>>>(); }, quick ? 5 : 50);
   std::printf("  (an empty kernel back to back: %.4f ms per launch)\n", ms_empty);

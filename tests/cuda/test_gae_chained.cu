@@ -331,3 +331,23 @@ TEST_CASE("GAE across CTAs: edge parameters of the one-number carry (gamma or la
     check_every_cluster(b, options, 8);
   }
 }
+
+TEST_CASE("GAE launch: the cluster size chosen by batch shape (host rule, H200-sized device)") {
+  using rlcore::cuda::detail::gae_auto_cluster;
+  constexpr index_t chunk = 256 * 8;
+  constexpr index_t sms = 132;
+  constexpr index_t resident = 528;
+  // The sizes measured best for 2^21 tokens (docs/benchmarks.md): at least 1.5 CTAs per SM.
+  CHECK(gae_auto_cluster(16, 131072, chunk, sms, resident) == 8);
+  CHECK(gae_auto_cluster(32, 65536, chunk, sms, resident) == 8);
+  CHECK(gae_auto_cluster(64, 32768, chunk, sms, resident) == 4);
+  CHECK(gae_auto_cluster(128, 16384, chunk, sms, resident) == 2);
+  CHECK(gae_auto_cluster(192, 10922, chunk, sms, resident) == 2);
+  CHECK(gae_auto_cluster(256, 8192, chunk, sms, resident) == 1);
+  CHECK(gae_auto_cluster(2048, 1024, chunk, sms, resident) == 1);
+  // Capped: every CTA busy in a mean row (16 rows of 4096 tokens: 2 chunks), all CTAs resident.
+  CHECK(gae_auto_cluster(16, 4096, chunk, sms, resident) == 2);
+  CHECK(gae_auto_cluster(16, 2048, chunk, sms, resident) == 1);
+  CHECK(gae_auto_cluster(64, 32768, chunk, sms, 200) == 2);
+  CHECK(gae_auto_cluster(1, 1 << 20, chunk, sms, resident) == 8);
+}

@@ -130,45 +130,52 @@ bool launch_gae_rows(const Layout& layout, const R& r, const V& v, const A& a, c
                                                            groups, stream);
 }
 
-/// CTAs per row chosen for `rows` rows of `mean_length` tokens in chunks of `chunk_tokens`, when
-/// `resident` CTAs fit the device at once: the largest power of two <= gae_max_cluster whose CTAs
-/// all still fit at once (rows x size <= resident) and are all busy in a mean row (size chunks <=
-/// the mean length); 1 when none is. Measured on the H200 (docs/benchmarks.md): 2 CTAs per row for
-/// 256 x 8192 tokens, where 4 (more CTAs than fit at once) is slower than 1.
-inline int gae_auto_cluster(index_t rows, index_t mean_length, index_t chunk_tokens,
+/// CTAs per row chosen for `rows` rows of `mean_length` tokens in chunks of `chunk_tokens`, on a
+/// device of `sms` SMs where `resident` CTAs fit at once: the smallest power of two <=
+/// gae_max_cluster that gives every SM at least 1.5 CTAs on average (rows x size >= 1.5 sms),
+/// doubled only while all CTAs still fit at once (rows x size <= resident) and all are busy in a
+/// mean row (size chunks <= the mean length). Measured on the H200 (132 SMs, 528 resident CTAs;
+/// docs/benchmarks.md, 2^21 tokens): the best size was 8 for 16 and 32 rows, 4 for 64, 2 for 128
+/// and 192, 1 from 256 rows on; this rule picks exactly these.
+inline int gae_auto_cluster(index_t rows, index_t mean_length, index_t chunk_tokens, index_t sms,
                             index_t resident) {
   int size = 1;
-  while (size < gae_max_cluster && rows * (2 * size) <= resident
+  while (size < gae_max_cluster && 2 * rows * size < 3 * sms && rows * (2 * size) <= resident
          && (2 * size) * chunk_tokens <= mean_length) {
     size *= 2;
   }
   return size;
 }
 
-/// CTAs of gae_rows_kernel<Threads, Items, 1, ...> resident on the current device at once (SMs x
-/// blocks per SM), cached per kernel and device.
+/// SMs of the current device and CTAs of gae_rows_kernel<Threads, Items, 1, ...> resident on it at
+/// once (SMs x blocks per SM), cached per kernel and device.
+struct gae_device_capacity {
+  index_t sms = 1;
+  index_t resident = 1;
+};
 template <int Threads, int Items, class Kernel>
-index_t gae_resident_blocks(Kernel* kernel) {
+gae_device_capacity gae_capacity(Kernel* kernel) {
   constexpr int cached_devices = 64;
-  static std::atomic<long long> cache[cached_devices]{}; // 0 unknown
+  static std::atomic<long long> cache[cached_devices]{}; // 0 unknown; else sms << 32 | resident
   int device = 0;
   RLCORE_CUDA_CHECK(cudaGetDevice(&device));
   const bool cacheable = device >= 0 && device < cached_devices;
   if (cacheable) {
     const long long known = cache[device].load(std::memory_order_relaxed);
     if (known != 0) {
-      return static_cast<index_t>(known);
+      return {static_cast<index_t>(known >> 32), static_cast<index_t>(known & 0xFFFFFFFFLL)};
     }
   }
   int sms = 0;
   int per_sm = 0;
   RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Threads, 0));
-  const long long resident = static_cast<long long>(sms) * (per_sm > 0 ? per_sm : 1);
+  const long long sm_count = sms > 0 ? sms : 1;
+  const long long resident = sm_count * (per_sm > 0 ? per_sm : 1);
   if (cacheable) {
-    cache[device].store(resident, std::memory_order_relaxed);
+    cache[device].store(sm_count << 32 | resident, std::memory_order_relaxed);
   }
-  return static_cast<index_t>(resident);
+  return {static_cast<index_t>(sm_count), static_cast<index_t>(resident)};
 }
 
 /// Enqueues the fused GAE kernel of `launch`'s shape with Items tokens per thread: the asked
@@ -181,10 +188,10 @@ void launch_gae_items(const Layout& layout, const R& r, const V& v, const A& a, 
   const index_t rows = layout.rows();
   int cluster = launch.cluster;
   if (cluster <= 0) {
-    const index_t resident = gae_resident_blocks<threads, Items>(
+    const gae_device_capacity capacity = gae_capacity<threads, Items>(
         gae_rows_kernel<threads, Items, 1, false, double, Layout, R, V, A, Ret>);
-    cluster =
-        gae_auto_cluster(rows, layout.token_slots() / rows, index_t{threads} * Items, resident);
+    cluster = gae_auto_cluster(rows, layout.token_slots() / rows, index_t{threads} * Items,
+                               capacity.sms, capacity.resident);
   }
   const index_t cap = launch.max_blocks < 1 ? 1 : launch.max_blocks;
   const auto groups_for = [&](int size) {
