@@ -115,6 +115,34 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
                     : std::string("  same, two-pass kernel forced");
     record(name.c_str(), ms, 2.0 * read_bytes);
   }
+  // Other vocabulary sizes over the same buffers (rows of V contiguous logits): 32,001 bf16 logits
+  // (64,002 bytes) leave the rows not 16-byte aligned, so the fused path takes the two-pass kernel
+  // and the forward its per-element loads; 32,000, 129,920 and 151,936 are aligned.
+  for (const index_t v : {index_t{32000}, index_t{32001}, index_t{129920}, index_t{151936}}) {
+    ctx.for_each(rows, fill_ids{thrust::raw_pointer_cast(ids.data()), v});
+    const rlcore::matrix_view<const __nv_bfloat16, device_space> in{logits, rows, v, v, 1};
+    const rlcore::matrix_view<__nv_bfloat16, device_space> out{grad, rows, v, v, 1};
+    const double bytes = 2.0 * double(rows * v);
+    const std::string shape = "16x1024x" + std::to_string(v);
+    record("  log-probs + entropy, bf16 " + shape + " (fwd)",
+           time_ms(
+               [&](int) {
+                 rlcore::cuda::token_log_probs<__nv_bfloat16, int>(
+                     temp.data(), temp_bytes, in, thrust::raw_pointer_cast(ids.data()), nullptr,
+                     thrust::raw_pointer_cast(lp.data()), thrust::raw_pointer_cast(h.data()), 1.0,
+                     ctx.stream);
+               },
+               quick ? 3 : 10),
+           bytes, "floor = one read");
+    record("  fused GRPO, bf16 " + shape + " (fwd+bwd)",
+           time_ms(
+               [&](int) {
+                 (void)rlcore::cuda::grpo_loss_from_logits(layout, in, m(ids), m(old), m(ref),
+                                                           m(adv), out, {}, {}, ctx);
+               },
+               quick ? 2 : 5, 1),
+           2.0 * bytes, "floor = one read + one write");
+  }
   CHECK_CUDA(cudaFree(logits));
   CHECK_CUDA(cudaFree(grad));
 }
