@@ -257,7 +257,7 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
          "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_scan));
   record("  GAE one thread per sequence (reference point)", ms_naive, bytes);
   // The cluster size by batch shape (the same 2^21 token slots viewed as rows x cols, cols =
-  // 2^21 / rows; 10922 and 5461 are not multiples of 4: the per-element path): the measurements
+  // 2^21 / rows; 10922 and 5461 are not multiples of 4: the shifted 16-byte path): the measurements
   // behind cuda::detail::gae_auto_cluster. One row per shape, the default's time, the others in
   // the note.
   for (const index_t rows : {16, 32, 64, 128, 192, 256, 384, 512, 1024}) {
@@ -285,6 +285,69 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
     }
     record("  shape " + std::to_string(rows) + " x " + std::to_string(cols) + ", default cluster",
            shape_ms(0), 17.0 * double(rows * cols), note + " ms");
+  }
+  // Rows at any start (the shifted 16-byte path: aligned float4 / mask-word accesses, the
+  // neighbour lane's part by shuffles) against the per-element path (gae_launch::access = 1) and
+  // the aligned path, in the same call: padded T % 4 != 0, packed rows of ragged lengths.
+  const auto padded_ms = [&](index_t rows, index_t cols, int access) {
+    auto shaped = [&](auto& x) {
+      return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(x.data()), rows, cols);
+    };
+    return time_ms(
+        [&](int k) {
+          const int s = k % set_count;
+          auto av = shaped(a[s]);
+          auto rv = shaped(ret[s]);
+          rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(shaped(mk[s])), shaped(r[s]),
+                                            shaped(v[s]), av, rv, options, ctx,
+                                            {8, 1 << 16, 0, access});
+        },
+        quick ? 3 : 20);
+  };
+  for (const index_t rows : {192, 384}) {
+    const index_t cols = tokens / rows;
+    record("  shape " + std::to_string(rows) + " x " + std::to_string(cols)
+               + ", per-element path (access 1), default cluster",
+           padded_ms(rows, cols, 1), 17.0 * double(rows * cols));
+  }
+  record("  padded 256 x 8191 (rows at every residue mod 4), default (shifted 16-byte)",
+         padded_ms(256, 8191, 0), 17.0 * 256 * 8191);
+  record("  padded 256 x 8191, per-element path (access 1)", padded_ms(256, 8191, 1),
+         17.0 * 256 * 8191);
+  record("  256 x 8192 on the shifted path (access 2: every row at offset 0)",
+         padded_ms(256, 8192, 2), bytes);
+  record("  256 x 8192, per-element path (access 1)", padded_ms(256, 8192, 1), bytes);
+  {
+    // Packed (remove-padding) batch: 256 rows of 8192 - (i % 7) 13 tokens, flat buffers.
+    std::vector<index_t> offsets{0};
+    for (index_t i = 0; i < n; ++i) {
+      offsets.push_back(offsets.back() + t_len - (i % 7) * 13);
+    }
+    const index_t total = offsets.back();
+    const thrust::device_vector<index_t> d_offsets(offsets.begin(), offsets.end());
+    const auto flat = [&](auto& x) {
+      return rlcore::make_vector_view<device_space>(thrust::raw_pointer_cast(x.data()), total);
+    };
+    using packed_t = decltype(rlcore::cuda::packed(d_offsets, flat(mk[0])));
+    std::vector<packed_t> layouts;
+    for (int s = 0; s < set_count; ++s) {
+      layouts.push_back(rlcore::cuda::packed(d_offsets, flat(mk[s])));
+    }
+    const auto packed_ms = [&](int access) {
+      return time_ms(
+          [&](int k) {
+            const int s = k % set_count;
+            auto av = flat(a[s]);
+            auto rv = flat(ret[s]);
+            rlcore::cuda::detail::enqueue_gae(layouts[s], flat(r[s]), flat(v[s]), av, rv, options,
+                                              ctx, {8, 1 << 16, 0, access});
+          },
+          quick ? 3 : 20);
+    };
+    const std::string name =
+        "  packed 256 rows of 8192 - (i % 7) x 13 tokens (" + std::to_string(total) + ")";
+    record(name + ", default (shifted 16-byte)", packed_ms(0), 17.0 * double(total));
+    record(name + ", per-element path (access 1)", packed_ms(1), 17.0 * double(total));
   }
   // Launch overhead floor: an empty kernel back to back, and in a graph.
   const double ms_empty = time_ms([&](int) { empty_kernel<<<1, 32>>>(); }, quick ? 5 : 50);

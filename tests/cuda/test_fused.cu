@@ -1,6 +1,7 @@
 // The fused GPU fast paths against the CPU in double, and their determinism:
 //   rlcore::cuda::gae_advantages (one composite scan per row, kernels/gae_kernels.cuh): padded
-//   rows on the 16-byte path and on the per-element path, packed rows, multi-turn masks,
+//   rows on the 16-byte paths (aligned, shifted) and on the per-element path, packed rows,
+//   multi-turn masks,
 //   whitening, validation messages; bitwise equal across grids, streams and runs;
 //   rlcore::cuda::policy_objective's tiled clipped-surrogate kernel (kernels/policy_kernels.cuh):
 //   several option sets and row lengths, masked garbage, bitwise equal across grids, streams,
@@ -26,10 +27,11 @@ rlcore::device_context ctx{};
 
 } // namespace
 
-TEST_CASE("fused GAE matches the CPU: 16-byte path, per-element path, every launch shape") {
+TEST_CASE("fused GAE matches the CPU: 16-byte paths, per-element path, every launch shape") {
   const rlcore::gae_options options{0.99, 0.95};
   // 8192 = 4 tiles of 256 x 8 (2 of 256 x 16); 4100: a partial first tile; 1001 (odd T): the
-  // per-element path; 12: a row shorter than one chunk of threads.
+  // shifted 16-byte path; 12: a row shorter than one chunk of threads; gae_launch::access = 1:
+  // the per-element path.
   for (index_t cols : {index_t{8192}, index_t{4100}, index_t{1001}, index_t{12}}) {
     INFO("T = ", cols);
     const gae_batch b(24, cols, 11 + static_cast<unsigned>(cols));
@@ -37,7 +39,8 @@ TEST_CASE("fused GAE matches the CPU: 16-byte path, per-element path, every laun
     std::vector<double> hret;
     cpu_gae(b, options, ha, hret);
     for (const auto& launch :
-         {rlcore::cuda::detail::gae_launch{8}, rlcore::cuda::detail::gae_launch{16}}) {
+         {rlcore::cuda::detail::gae_launch{8}, rlcore::cuda::detail::gae_launch{16},
+          rlcore::cuda::detail::gae_launch{8, 1 << 16, 0, 1}}) {
       INFO("items ", launch.items);
       const auto out = gpu_gae(b, options, launch);
       CHECK(scaled_error(out.advantages, ha) < 1e-6);

@@ -1,7 +1,9 @@
 // The fused GAE with several CTAs per row (rlcore::cuda::gae_advantages, kernels/gae_kernels.cuh:
 // a thread-block cluster per row, chunk aggregates exchanged through distributed shared memory)
-// against the CPU in double, and its determinism: padded rows on the 16-byte path (with and
-// without a mask) and the per-element path, packed rows, rows shorter and longer than one chunk
+// against the CPU in double, and its determinism: padded rows on the aligned 16-byte path (with
+// and without a mask), the shifted 16-byte path (rows at any start: any T, sub-views, row pitch,
+// packed rows at any offset; the bits of the per-element path, nothing written outside the
+// views) and the per-element path, packed rows, rows shorter and longer than one chunk
 // and than one round of the cluster, rows of length 1 and 0 valid tokens, chunk and piece
 // boundaries at masked tokens, whole masked chunks, multi-turn masks, several rows per cluster in
 // turn (grid-stride: a CTA prefetches the next row's first chunk), rows that start inside a warp's
@@ -94,7 +96,7 @@ TEST_CASE("GAE across CTAs: hand-derived row whose two valid tokens sit in two c
 TEST_CASE("GAE across CTAs matches the CPU, the same bits for every cluster size and grid") {
   const rlcore::gae_options options{0.99, 0.95};
   // 8192: one round of 4 chunks; 20000: several rounds (partial last); 4100: a partial chunk;
-  // 2048 / 2052: one chunk / one chunk + one float4; 2049 (odd T): the per-element path;
+  // 2048 / 2052: one chunk / one chunk + one float4; 2049 (odd T): the shifted path;
   // 12: shorter than one piece row of threads; 4: one float4 per row.
   for (const index_t cols : {index_t{8192}, index_t{20000}, index_t{4100}, index_t{2048},
                              index_t{2052}, index_t{2049}, index_t{12}, index_t{4}}) {
@@ -215,9 +217,9 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("GAE across CTAs without a mask: every token valid, 16-byte and per-element paths") {
+TEST_CASE("GAE across CTAs without a mask: every token valid, aligned and shifted 16-byte paths") {
   // padded_unmasked: the 16-byte path reads no mask (tokens before the row start are the only
-  // invalid ones); T = 4101 takes the per-element path. The reference is the CPU GAE over an
+  // invalid ones); T = 4101 takes the shifted path. The reference is the CPU GAE over an
   // all-ones mask.
   const rlcore::gae_options options{0.99, 0.95};
   for (const index_t cols : {index_t{8192}, index_t{4100}, index_t{4101}, index_t{4}}) {
@@ -350,4 +352,267 @@ TEST_CASE("GAE launch: the cluster size chosen by batch shape (host rule, H200-s
   CHECK(gae_auto_cluster(16, 2048, chunk, sms, resident) == 1);
   CHECK(gae_auto_cluster(64, 32768, chunk, sms, 200) == 2);
   CHECK(gae_auto_cluster(1, 1 << 20, chunk, sms, resident) == 8);
+}
+
+namespace {
+
+/// The fused GAE on `b` with every per-token tensor and the mask in its own allocation of exactly
+/// shift + (N - 1) pitch + T elements, the view starting `shift` elements in, rows `pitch` apart
+/// (the last row ends at the allocation's end); the outputs' other elements pre-filled with 9.
+/// Returns the N x T outputs; `untouched` tells whether every output element outside the view
+/// still holds 9.
+struct placed_views {
+  int shift[5]; ///< elements before the view: rewards, values, mask, advantages, returns
+  index_t pitch;
+};
+gae_outputs gpu_gae_placed(const gae_batch& b, const rlcore::gae_options& options,
+                           const gae_launch& launch, const placed_views& place, bool masked,
+                           bool& untouched) {
+  const index_t n = b.rows;
+  const index_t cols = b.cols;
+  const auto size = [&](int k) { return place.shift[k] + (n - 1) * place.pitch + cols; };
+  const auto at = [&](int k, index_t i, index_t t) { return place.shift[k] + i * place.pitch + t; };
+  const auto spread = [&](const auto& dense, int k, auto fill) {
+    std::vector<std::decay_t<decltype(dense[0])>> out(static_cast<std::size_t>(size(k)), fill);
+    for (index_t i = 0; i < n; ++i) {
+      for (index_t t = 0; t < cols; ++t) {
+        out[at(k, i, t)] = dense[i * cols + t];
+      }
+    }
+    return out;
+  };
+  const auto dr = to_device(spread(b.rewards, 0, 7.0f));
+  const auto dv = to_device(spread(b.values, 1, 7.0f));
+  const auto dm = to_device(spread(b.mask, 2, std::uint8_t{1}));
+  thrust::device_vector<float> da(size(3), 9.0f);
+  thrust::device_vector<float> dret(size(4), 9.0f);
+  const auto view = [&](auto& d, int k) {
+    return rlcore::matrix_view<
+        std::remove_reference_t<decltype(*thrust::raw_pointer_cast(d.data()))>, device_space>{
+        thrust::raw_pointer_cast(d.data()) + place.shift[k], n, cols, place.pitch, 1};
+  };
+  auto av = view(da, 3);
+  auto rv = view(dret, 4);
+  const auto layout =
+      masked ? rlcore::cuda::padded(view(dm, 2)) : rlcore::cuda::padded_unmasked(n, cols);
+  rlcore::cuda::detail::enqueue_gae(layout, view(dr, 0), view(dv, 1), av, rv, options,
+                                    rlcore::device_context{}, launch);
+  RLCORE_CUDA_CHECK(cudaDeviceSynchronize());
+  const auto ha = to_host(da);
+  const auto hret = to_host(dret);
+  gae_outputs out{std::vector<float>(n * cols), std::vector<float>(n * cols)};
+  std::vector<char> inside(static_cast<std::size_t>(size(3)), 0);
+  std::vector<char> inside_ret(static_cast<std::size_t>(size(4)), 0);
+  for (index_t i = 0; i < n; ++i) {
+    for (index_t t = 0; t < cols; ++t) {
+      out.advantages[i * cols + t] = ha[at(3, i, t)];
+      out.returns[i * cols + t] = hret[at(4, i, t)];
+      inside[at(3, i, t)] = 1;
+      inside_ret[at(4, i, t)] = 1;
+    }
+  }
+  untouched = true;
+  for (std::size_t k = 0; k < ha.size(); ++k) {
+    untouched = untouched && (inside[k] != 0 || ha[k] == 9.0f);
+  }
+  for (std::size_t k = 0; k < hret.size(); ++k) {
+    untouched = untouched && (inside_ret[k] != 0 || hret[k] == 9.0f);
+  }
+  return out;
+}
+
+/// Checks `b` placed as `place` (masked or every token valid): the default path (shifted 16-byte
+/// accesses for these fp32 views) gives the bits of the per-element path for each cluster size,
+/// within 1e-6 of the CPU (scaled), masked slots 0, nothing written outside the views.
+void check_placed(gae_batch b, const rlcore::gae_options& options, const placed_views& place,
+                  bool masked, int items) {
+  if (!masked) {
+    std::fill(b.mask.begin(), b.mask.end(), std::uint8_t{1});
+  }
+  std::vector<double> ha;
+  std::vector<double> hret;
+  cpu_gae(b, options, ha, hret);
+  bool untouched = false;
+  const gae_outputs element =
+      gpu_gae_placed(b, options, gae_launch{items, 1 << 16, 1, 1}, place, masked, untouched);
+  CHECK(untouched);
+  CHECK(scaled_error(element.advantages, ha) < 1e-6);
+  CHECK(scaled_error(element.returns, hret) < 1e-6);
+  CHECK(masked_slots_zero(b, element));
+  // (cluster, CTA cap): a CTA per row, or 2 CTAs / 2 clusters taking the rows in turn (the
+  // next row's first round prefetched during the row's last).
+  const int shapes[5][2] = {{1, 1 << 16}, {2, 1 << 16}, {0, 1 << 16}, {1, 2}, {2, 4}};
+  for (const auto& shape : shapes) {
+    INFO("cluster ", shape[0], ", max blocks ", shape[1]);
+    const gae_outputs out =
+        gpu_gae_placed(b, options, gae_launch{items, shape[1], shape[0]}, place, masked, untouched);
+    CHECK(untouched);
+    CHECK(bitwise_equal(out.advantages, element.advantages));
+    CHECK(bitwise_equal(out.returns, element.returns));
+  }
+}
+
+} // namespace
+
+TEST_CASE("GAE shifted 16-byte path: padded rows of any T, the bits of the per-element path") {
+  // T not a multiple of 4: rows start at every residue mod 4 (row i at i T); holes, an all-masked
+  // row, a one-token row, a ragged end (gae_batch), and every token valid. The last row ends at
+  // the allocation's end (memcheck: no 16-byte load past it).
+  const rlcore::gae_options options{0.99, 0.95};
+  for (const index_t cols : {index_t{1}, index_t{2}, index_t{3}, index_t{5}, index_t{127},
+                             index_t{129}, index_t{2047}, index_t{2049}, index_t{8191}}) {
+    for (const index_t rows : {index_t{1}, index_t{7}}) {
+      INFO("T = ", cols, ", rows ", rows);
+      const gae_batch b(rows, cols, 900 + static_cast<unsigned>(cols + rows), 0.8);
+      const placed_views dense{{0, 0, 0, 0, 0}, cols};
+      check_placed(b, options, dense, true, 8);
+      check_placed(b, options, dense, false, 8);
+    }
+  }
+  for (const index_t cols : {index_t{4095}, index_t{9001}}) {
+    INFO("T = ", cols, ", 16 tokens per thread");
+    const gae_batch b(5, cols, 950 + static_cast<unsigned>(cols), 0.85);
+    check_placed(b, options, placed_views{{0, 0, 0, 0, 0}, cols}, true, 16);
+  }
+}
+
+TEST_CASE("GAE shifted 16-byte path: sub-views 1-3 elements into their allocations, row pitch") {
+  // Each tensor and the mask at its own offset from an aligned allocation (so the rows of one
+  // token differ in their position in the float4), rows T or T + 1..3 elements apart; T a
+  // multiple of 4 too (aligned rows but a misaligned start: the shifted path, not the aligned).
+  const rlcore::gae_options options{0.98, 0.9};
+  for (const index_t cols : {index_t{4100}, index_t{2049}, index_t{6}, index_t{260}}) {
+    for (const int d : {1, 2, 3}) {
+      for (const index_t extra : {index_t{0}, index_t{1}, index_t{3}}) {
+        INFO("T = ", cols, ", shift ", d, ", pitch T + ", extra);
+        const gae_batch b(6, cols, 1000 + static_cast<unsigned>(cols + d + extra), 0.8);
+        const placed_views place{{d, (d + 1) % 4, (d + 2) % 4, (d + 3) % 4, d}, cols + extra};
+        check_placed(b, options, place, true, 8);
+        if (extra == 1) {
+          check_placed(b, options, place, false, 8);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("GAE shifted 16-byte path on aligned rows: the bits of the aligned path") {
+  // gae_launch::access = 2 forces the shifted path (o = 0 in every row) on views that the default
+  // sends to the aligned one (T a multiple of 4, 16-byte aligned rows).
+  const rlcore::gae_options options{0.99, 0.95};
+  for (const index_t cols : {index_t{8192}, index_t{4100}, index_t{12}}) {
+    INFO("T = ", cols);
+    const gae_batch b(9, cols, 1100 + static_cast<unsigned>(cols));
+    const gae_outputs aligned = gpu_gae(b, options, gae_launch{8, 1 << 16, 1});
+    for (const int cluster : {1, 2}) {
+      const gae_outputs shifted = gpu_gae(b, options, gae_launch{8, 1 << 16, cluster, 2});
+      const gae_outputs element = gpu_gae(b, options, gae_launch{8, 1 << 16, cluster, 1});
+      CHECK(bitwise_equal(shifted.advantages, aligned.advantages));
+      CHECK(bitwise_equal(shifted.returns, aligned.returns));
+      CHECK(bitwise_equal(element.advantages, aligned.advantages));
+      CHECK(bitwise_equal(element.returns, aligned.returns));
+    }
+  }
+}
+
+TEST_CASE("GAE shifted 16-byte path on packed rows at every offset mod 4, empty rows") {
+  // Row lengths that put the row starts at every residue mod 4, empty rows among them; the flat
+  // buffers start 0..3 elements into their allocations and end at the allocation's end. The
+  // default (shifted) against the per-element path (bits), the CPU and untouched slack.
+  const std::vector<index_t> lengths{0,    1, 2, 3,    5, 0,    127, 129, 2047,
+                                     2049, 0, 6, 8191, 7, 4096, 3,   0};
+  const index_t n = static_cast<index_t>(lengths.size());
+  const index_t cols = 8191;
+  std::vector<index_t> offsets{0};
+  for (const index_t len : lengths) {
+    offsets.push_back(offsets.back() + len);
+  }
+  const index_t total = offsets.back();
+  const auto flat_r = uniform<float>(total, -1, 1, 1201);
+  const auto flat_v = uniform<float>(total, -1, 1, 1202);
+  const auto flat_m = bernoulli<std::uint8_t>(total, 0.85, 1203);
+  const auto doff = to_device(offsets);
+  const rlcore::gae_options options{0.9, 0.8};
+  for (const bool masked : {true, false}) {
+    gae_batch twin(n, cols, 1204);
+    std::fill(twin.mask.begin(), twin.mask.end(), std::uint8_t{0});
+    for (index_t i = 0; i < n; ++i) {
+      for (index_t t = 0; t < lengths[i]; ++t) {
+        twin.rewards[i * cols + t] = flat_r[offsets[i] + t];
+        twin.values[i * cols + t] = flat_v[offsets[i] + t];
+        twin.mask[i * cols + t] = masked ? flat_m[offsets[i] + t] : std::uint8_t{1};
+      }
+    }
+    std::vector<double> ha;
+    std::vector<double> hret;
+    cpu_gae(twin, options, ha, hret);
+    for (const int d : {0, 1, 2, 3}) {
+      const int shift[5] = {d, (d + 1) % 4, (d + 2) % 4, (d + 3) % 4, (d + 2) % 4};
+      const auto placed = [&](const auto& x, int k, auto fill) {
+        std::vector<std::decay_t<decltype(x[0])>> y(static_cast<std::size_t>(shift[k]), fill);
+        y.insert(y.end(), x.begin(), x.end());
+        return to_device(y);
+      };
+      const auto dr = placed(flat_r, 0, 7.0f);
+      const auto dv = placed(flat_v, 1, 7.0f);
+      const auto dm = placed(flat_m, 2, std::uint8_t{1});
+      const auto flat = [&](auto& x, int k) {
+        return rlcore::make_vector_view<device_space>(thrust::raw_pointer_cast(x.data()) + shift[k],
+                                                      total);
+      };
+      std::vector<float> element_a;
+      std::vector<float> element_ret;
+      const int shapes[5][2] = {{1, 1 << 16}, {2, 1 << 16}, {0, 1 << 16}, {1, 3}, {2, 2}};
+      for (const int access : {1, 0}) {
+        for (const auto& shape : shapes) {
+          const int cluster = shape[0];
+          INFO("masked ", masked, ", shift ", d, ", access ", access, ", cluster ", cluster,
+               ", max blocks ", shape[1]);
+          thrust::device_vector<float> fa(shift[3] + total, 9.0f);
+          thrust::device_vector<float> fret(shift[4] + total, 9.0f);
+          auto av = flat(fa, 3);
+          auto rv = flat(fret, 4);
+          const gae_launch launch{8, shape[1], cluster, access};
+          if (masked) {
+            rlcore::cuda::detail::enqueue_gae(rlcore::cuda::packed(doff, flat(dm, 2)), flat(dr, 0),
+                                              flat(dv, 1), av, rv, options,
+                                              rlcore::device_context{}, launch);
+          } else {
+            rlcore::cuda::detail::enqueue_gae(rlcore::cuda::packed(doff), flat(dr, 0), flat(dv, 1),
+                                              av, rv, options, rlcore::device_context{}, launch);
+          }
+          const auto a = to_host(fa);
+          const auto ret = to_host(fret);
+          bool untouched = true;
+          for (int k = 0; k < shift[3]; ++k) {
+            untouched = untouched && a[k] == 9.0f;
+          }
+          for (int k = 0; k < shift[4]; ++k) {
+            untouched = untouched && ret[k] == 9.0f;
+          }
+          CHECK(untouched);
+          const std::vector<float> va(a.begin() + shift[3], a.end());
+          const std::vector<float> vret(ret.begin() + shift[4], ret.end());
+          double err = 0;
+          bool zeros = true;
+          for (index_t i = 0; i < n; ++i) {
+            for (index_t t = 0; t < lengths[i]; ++t) {
+              const index_t k = offsets[i] + t;
+              err = std::max(err, std::abs(double(va[k]) - ha[i * cols + t]));
+              err = std::max(err, std::abs(double(vret[k]) - hret[i * cols + t]));
+              zeros = zeros && (twin.mask[i * cols + t] != 0 || (va[k] == 0.0f && vret[k] == 0.0f));
+            }
+          }
+          CHECK(err < 1e-5); // |A| up to ~10: 1e-6 relative
+          CHECK(zeros);
+          if (element_a.empty()) {
+            element_a = va;
+            element_ret = vret;
+          }
+          CHECK(bitwise_equal(va, element_a));
+          CHECK(bitwise_equal(vret, element_ret));
+        }
+      }
+    }
+  }
 }

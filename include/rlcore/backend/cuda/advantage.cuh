@@ -33,7 +33,63 @@ struct gae_launch {
   int cluster = 0;              ///< CTAs per row: 0 chooses (from the mean row length), 1 one block
                                 ///< per row, 2 / 4 / 8 a thread-block cluster (1 where the device
                                 ///< or the kernel's code cannot run clusters)
+  int access = 0; ///< 0 chooses (gae_access_of), 1 every access through the views (per element),
+                  ///< 2 the shifted 16-byte path where the views allow it (else per element)
 };
+
+/// True when a per-token view can take the shifted 16-byte path: fp32 with unit column stride
+/// (a padded matrix_view or a packed flat buffer) and 4-byte aligned data; rows may start anywhere.
+template <class View>
+bool float_rows(const View& v) {
+  if constexpr (std::is_same_v<typename View::value_type, float>) {
+    if constexpr (requires { v.col_stride; }) {
+      return v.col_stride == 1 && reinterpret_cast<std::uintptr_t>(v.data) % 4 == 0;
+    } else if constexpr (requires { v.flat.stride; }) {
+      return v.flat.stride == 1 && reinterpret_cast<std::uintptr_t>(v.flat.data) % 4 == 0;
+    } else {
+      return false;
+    }
+  } else {
+    return false;
+  }
+}
+
+/// True when the layout's mask can be read in 4-byte words on the shifted path: none, or 1-byte
+/// with unit column stride (padded) / unit stride (packed).
+template <class Layout>
+bool byte_mask_rows(const Layout& layout) {
+  const auto& m = layout.mask;
+  if (m.data == nullptr) {
+    return true;
+  }
+  if constexpr (sizeof(typename Layout::mask_type) != 1) {
+    return false;
+  } else if constexpr (Layout::is_packed) {
+    return m.stride == 1;
+  } else {
+    return m.col_stride == 1;
+  }
+}
+
+/// The kernel's access to the bound views (gae_access): aligned when the padded rows allow aligned
+/// 16-byte accesses (mask4_rows, float4_rows), else shifted when every view is fp32 with unit
+/// column stride and the mask 1-byte or none, else element. `asked`: gae_launch::access.
+template <class Layout, class R, class V, class A, class Ret>
+gae_access gae_access_of(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
+                         int asked) {
+  if (asked == 1) {
+    return gae_access::element;
+  }
+  if (asked != 2 && mask4_rows(layout) && float4_rows(r) && float4_rows(v) && float4_rows(a)
+      && float4_rows(ret)) {
+    return gae_access::aligned;
+  }
+  if (byte_mask_rows(layout) && float_rows(r) && float_rows(v) && float_rows(a)
+      && float_rows(ret)) {
+    return gae_access::shifted;
+  }
+  return gae_access::element;
+}
 
 /// True when `kernel` can run as clusters of `size` CTAs of `threads` on the current device:
 /// cluster launch support, sm_90+ code compiled from sm_90+ PTX (the cluster path of the kernel is
@@ -77,13 +133,13 @@ bool gae_cluster_ready(Kernel* kernel, int size, int threads, std::atomic<int>* 
   return ready;
 }
 
-/// Launches gae_rows_kernel<Threads, Items, Cluster, Vectorized> over `groups` groups of Cluster
+/// Launches gae_rows_kernel<Threads, Items, Cluster, Access> over `groups` groups of Cluster
 /// CTAs on `stream`. Returns false, launching nothing, when Cluster > 1 and clusters cannot run.
-template <int Threads, int Items, int Cluster, bool Vectorized, class Layout, class R, class V,
+template <int Threads, int Items, int Cluster, gae_access Access, class Layout, class R, class V,
           class A, class Ret>
 bool launch_gae_kernel(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
                        double gamma, double lambda, index_t groups, cudaStream_t stream) {
-  auto* kernel = gae_rows_kernel<Threads, Items, Cluster, Vectorized, double, Layout, R, V, A, Ret>;
+  auto* kernel = gae_rows_kernel<Threads, Items, Cluster, Access, double, Layout, R, V, A, Ret>;
   if constexpr (Cluster > 1) {
     constexpr int cached_devices = 64;
     static std::atomic<int> ready[cached_devices]{}; // 0 unknown, 1 ready, 2 not ready
@@ -110,24 +166,30 @@ bool launch_gae_kernel(const Layout& layout, const R& r, const V& v, const A& a,
   return true;
 }
 
-/// launch_gae_kernel on the 16-byte path when `vectorized` and every element type is fp32 on a
-/// padded layout, else on the per-element path.
+/// launch_gae_kernel with `access` (gae_access_of); the 16-byte paths only where every element
+/// type is fp32 (aligned: padded layouts only).
 template <int Threads, int Items, int Cluster, class Layout, class R, class V, class A, class Ret>
 bool launch_gae_rows(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
-                     double gamma, double lambda, index_t groups, bool vectorized,
+                     double gamma, double lambda, index_t groups, gae_access access,
                      cudaStream_t stream) {
-  if constexpr (
-      !Layout::is_packed
-      && std::is_same_v<
+  constexpr bool fp32 =
+      std::is_same_v<
           typename R::value_type,
-          float> && std::is_same_v<typename V::value_type, float> && std::is_same_v<typename A::value_type, float> && std::is_same_v<typename Ret::value_type, float>) {
-    if (vectorized) {
-      return launch_gae_kernel<Threads, Items, Cluster, true>(layout, r, v, a, ret, gamma, lambda,
-                                                              groups, stream);
+          float> && std::is_same_v<typename V::value_type, float> && std::is_same_v<typename A::value_type, float> && std::is_same_v<typename Ret::value_type, float>;
+  if constexpr (fp32 && !Layout::is_packed) {
+    if (access == gae_access::aligned) {
+      return launch_gae_kernel<Threads, Items, Cluster, gae_access::aligned>(
+          layout, r, v, a, ret, gamma, lambda, groups, stream);
     }
   }
-  return launch_gae_kernel<Threads, Items, Cluster, false>(layout, r, v, a, ret, gamma, lambda,
-                                                           groups, stream);
+  if constexpr (fp32) {
+    if (access == gae_access::shifted) {
+      return launch_gae_kernel<Threads, Items, Cluster, gae_access::shifted>(
+          layout, r, v, a, ret, gamma, lambda, groups, stream);
+    }
+  }
+  return launch_gae_kernel<Threads, Items, Cluster, gae_access::element>(
+      layout, r, v, a, ret, gamma, lambda, groups, stream);
 }
 
 /// CTAs per row chosen for `rows` rows of `mean_length` tokens in chunks of `chunk_tokens`, on a
@@ -182,14 +244,14 @@ gae_device_capacity gae_capacity(Kernel* kernel) {
 /// cluster size, else (clusters cannot run) one block per row.
 template <int Items, class Layout, class R, class V, class A, class Ret>
 void launch_gae_items(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
-                      double gamma, double lambda, const gae_launch& launch, bool vectorized,
+                      double gamma, double lambda, const gae_launch& launch, gae_access access,
                       cudaStream_t stream) {
   constexpr int threads = 256;
   const index_t rows = layout.rows();
   int cluster = launch.cluster;
   if (cluster <= 0) {
     const gae_device_capacity capacity = gae_capacity<threads, Items>(
-        gae_rows_kernel<threads, Items, 1, false, double, Layout, R, V, A, Ret>);
+        gae_rows_kernel<threads, Items, 1, gae_access::element, double, Layout, R, V, A, Ret>);
     cluster = gae_auto_cluster(rows, layout.token_slots() / rows, index_t{threads} * Items,
                                capacity.sms, capacity.resident);
   }
@@ -201,7 +263,7 @@ void launch_gae_items(const Layout& layout, const R& r, const V& v, const A& a, 
   const auto run = [&](auto size_constant) {
     constexpr int size = decltype(size_constant)::value;
     return launch_gae_rows<threads, Items, size>(layout, r, v, a, ret, gamma, lambda,
-                                                 groups_for(size), vectorized, stream);
+                                                 groups_for(size), access, stream);
   };
   bool launched = false;
   if (cluster >= 8) {
@@ -233,13 +295,12 @@ void enqueue_gae(const Layout& layout, const Rewards& token_rewards, const Value
   const auto ret = layout.bind(function, "returns_out", returns_out);
   const index_t rows = layout.rows();
   if (rows > 0) {
-    const bool vectorized = mask4_rows(layout) && float4_rows(r) && float4_rows(v) && float4_rows(a)
-                            && float4_rows(ret);
+    const gae_access access = gae_access_of(layout, r, v, a, ret, launch.access);
     if (launch.items == 16) {
-      launch_gae_items<16>(layout, r, v, a, ret, options.gamma, options.lambda, launch, vectorized,
+      launch_gae_items<16>(layout, r, v, a, ret, options.gamma, options.lambda, launch, access,
                            ctx.stream);
     } else {
-      launch_gae_items<8>(layout, r, v, a, ret, options.gamma, options.lambda, launch, vectorized,
+      launch_gae_items<8>(layout, r, v, a, ret, options.gamma, options.lambda, launch, access,
                           ctx.stream);
     }
   }
@@ -265,7 +326,9 @@ void enqueue_gae(const Layout& layout, const Rewards& token_rewards, const Value
 ///   options         rlcore::gae_options (gamma = lambda = 1, whiten off by default)
 ///   ctx             stream and memory resource
 /// Asynchronous on ctx.stream unless options.whiten (the whitening waits for its statistics).
-/// Fastest with fp32 row-major tensors, T a multiple of 4 and 16-byte aligned rows (16-byte loads).
+/// Fastest with fp32 tensors of unit column stride (16-byte loads and stores at any row start,
+/// padded or packed; with T a multiple of 4 and 16-byte aligned rows, also the next round
+/// prefetched); other views are read and written element by element.
 template <batch_layout Layout, class Rewards, class Values, class Advantages, class Returns>
 requires std::same_as<typename Layout::space, device_space>
 void gae_advantages(const Layout& layout, const Rewards& token_rewards, const Values& values,

@@ -13,7 +13,9 @@
 // 0..31 of the warp's last group, then of the group before, ..., warps 0..warps-1, is the reverse
 // order over tokens:
 //   1. load r, V and the mask of the thread's groups into registers (16-byte loads when the
-//      views allow it; from the second round of a CTA on, from shared memory, where cp.async
+//      views allow it, gae_access: aligned rows directly; rows at any start as the aligned
+//      float4s / mask words around the groups, shifted into place by shuffles with the
+//      neighbour lane; from the second round of a CTA on, from shared memory, where cp.async
 //      copied them during the previous round) and fold each group's 4 tokens from the last to
 //      the first (gae_carry_fold_token: one map per group),
 //   2. exclusive scan of the group maps in scan order (gae_carry_then: one multiply and one
@@ -30,7 +32,7 @@
 //   4. every thread composes its warp's map with the exclusive map of each of its groups, whose
 //      offset is the carry at the group's end (the carry past the row's end is 0), and walks the
 //      group backwards from it (gae_advantage_from_carry, gae_carry), writing A and A + V (0 at
-//      masked slots).
+//      masked slots; shifted rows: aligned float4s composed with the previous lane's outputs).
 // The composition order is the chunk order of the row, the same for every Cluster, grid and
 // stream: the result is a function of the data and Threads * Items alone, bitwise reproducible
 // (Cluster > 1 gives the bits of Cluster = 1). Private: include advantage.cuh.
@@ -40,6 +42,7 @@
 #include "../../../math/advantage.hpp"
 #include "vector_rows.cuh"
 
+#include <cstdint>
 #include <cub/warp/warp_scan.cuh>
 
 namespace rlcore::cuda::detail {
@@ -103,18 +106,6 @@ __device__ void load_gae_groups(const gae_row_pointers& row, index_t first, floa
   }
 }
 
-/// Row i's pointers for the 16-byte path (gae_row_pointers).
-template <class Layout, class Rewards, class Values, class Advantages, class Returns>
-__device__ gae_row_pointers gae_pointers_of_row(const Layout& layout, const Rewards& rewards,
-                                                const Values& values, const Advantages& advantages,
-                                                const Returns& returns, index_t i) {
-  return {rewards.data + i * rewards.row_stride, values.data + i * values.row_stride,
-          layout.mask.data != nullptr ? reinterpret_cast<const unsigned char*>(layout.mask.data)
-                                            + i * layout.mask.row_stride
-                                      : nullptr,
-          advantages.data + i * advantages.row_stride, returns.data + i * returns.row_stride};
-}
-
 /// cp.async of `bytes` (4 or 16) from global to shared memory (L2 only for 16); before sm_80, a
 /// plain copy (the same data when the thread reads the slot after gae_cp_async_wait_all).
 __device__ inline void gae_cp_async(void* shared, const void* global, int bytes) {
@@ -148,6 +139,325 @@ __device__ inline void gae_cp_async_wait_all() {
   asm volatile("cp.async.wait_group 0;" ::: "memory");
 #endif
 }
+
+/// The 4 fp32 values at row positions [s, s + 4) of a row of `len` values from `p` (the row
+/// start): one 16-byte load when the 4 lie in the row (p + s is then 16-byte aligned: the
+/// caller's s), else one load per position inside the row, 0 outside it (never a byte past the
+/// row).
+__device__ inline void load4_in_row(const float* p, index_t s, index_t len, float* out) {
+  if (s >= 0 && s + 4 <= len) {
+    load4(p + s, out);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      out[k] = s + k >= 0 && s + k < len ? p[s + k] : 0.0f;
+    }
+  }
+}
+
+/// The 4 mask bytes at row positions [s, s + 4) as one word (byte k = position s + k): one 4-byte
+/// load when they lie in the row (m + s 4-byte aligned), else byte by byte, 0 outside the row.
+__device__ inline unsigned mask_word_in_row(const unsigned char* m, index_t s, index_t len) {
+  if (s >= 0 && s + 4 <= len) {
+    return __ldcs(reinterpret_cast<const unsigned*>(m + s));
+  }
+  unsigned word = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    word |= s + k >= 0 && s + k < len ? unsigned{m[s + k]} << (8 * k) : 0u;
+  }
+  return word;
+}
+
+/// Positions k + o, k = 0..3, of own[0..3] followed by next[0..2] (o = 0..3, uniform in the warp:
+/// selects, no local memory).
+__device__ inline void funnel4(int o, const float* own, const float* next, float* out) {
+  const float c[7] = {own[0], own[1], own[2], own[3], next[0], next[1], next[2]};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    out[k] = o == 0 ? c[k] : o == 1 ? c[k + 1] : o == 2 ? c[k + 2] : c[k + 3];
+  }
+}
+
+/// A thread's aligned accesses of one view on the shifted 16-byte path, for its Items / 4 groups
+/// of 4 tokens [t, t + 4), t = first + 128 g (the coalesced ownership; t = len mod 4, modulo 4)
+/// of a row of `len` elements, o = (the row start's element address + len) mod 4 (uniform per
+/// row): own[g] holds row positions [t - o, t - o + 4) (one aligned float4 or mask word), tail
+/// (lane 0, o != 0) the aligned one after its last group, [t + 4 - o, t + 8 - o) of g = last.
+/// Positions outside the row are 0. All loads of a round are issued before any shuffle.
+template <int Items>
+struct gae_shifted_floats {
+  float own[Items / 4][4];
+  float tail[4];
+
+  __device__ void load(const float* p, index_t len, int o, int lane, index_t first) {
+#pragma unroll
+    for (int g = 0; g < Items / 4; ++g) {
+      load4_in_row(p, first + 128 * g - o, len, own[g]);
+    }
+    if (o != 0 && lane == 0) {
+      load4_in_row(p, first + 128 * (Items / 4 - 1) + 4 - o, len, tail);
+    }
+  }
+
+  /// The same from the copies that stage() made in shared memory during the previous round
+  /// (slots[g * stride]: group g; tail_slot: lane 0's tail), the float4s not wholly in the row
+  /// from global memory, element by element.
+  __device__ void take(const float4* slots, int stride, const float4* tail_slot, const float* p,
+                       index_t len, int o, int lane, index_t first) {
+#pragma unroll
+    for (int g = 0; g < Items / 4; ++g) {
+      const index_t s = first + 128 * g - o;
+      if (s >= 0 && s + 4 <= len) {
+        const float4 x = slots[g * stride];
+        own[g][0] = x.x;
+        own[g][1] = x.y;
+        own[g][2] = x.z;
+        own[g][3] = x.w;
+      } else {
+        load4_in_row(p, s, len, own[g]);
+      }
+    }
+    if (o != 0 && lane == 0) {
+      const index_t s = first + 128 * (Items / 4 - 1) + 4 - o;
+      if (s >= 0 && s + 4 <= len) {
+        const float4 x = *tail_slot;
+        tail[0] = x.x;
+        tail[1] = x.y;
+        tail[2] = x.z;
+        tail[3] = x.w;
+      } else {
+        load4_in_row(p, s, len, tail);
+      }
+    }
+  }
+
+  /// Copies by cp.async the float4s that load() would read wholly in the row (a later round's
+  /// first, len, o) into slots[g * stride] and tail_slot.
+  static __device__ void stage(float4* slots, int stride, float4* tail_slot, const float* p,
+                               index_t len, int o, int lane, index_t first) {
+#pragma unroll
+    for (int g = 0; g < Items / 4; ++g) {
+      const index_t s = first + 128 * g - o;
+      if (s >= 0 && s + 4 <= len) {
+        gae_cp_async(&slots[g * stride], p + s, 16);
+      }
+    }
+    const index_t s = first + 128 * (Items / 4 - 1) + 4 - o;
+    if (o != 0 && lane == 0 && s >= 0 && s + 4 <= len) {
+      gae_cp_async(tail_slot, p + s, 16);
+    }
+  }
+
+  /// out[4 g + k] = row position t + k: positions [t, t + 4 - o) from own[g], [t + 4 - o, t + 4)
+  /// from the aligned float4 of the lane with the next 4 tokens (lane - 1; for lane 0, lane 31's
+  /// next group or its own tail) by shuffles, funnel4 by o.
+  __device__ void shift(int o, int lane, float* out) const {
+    constexpr int walks = Items / 4;
+    if (o == 0) {
+#pragma unroll
+      for (int g = 0; g < walks; ++g) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          out[4 * g + k] = own[g][k];
+        }
+      }
+      return;
+    }
+    const int source = (lane + 31) & 31;
+#pragma unroll
+    for (int g = 0; g < walks; ++g) {
+      float next[3];
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        const float send = g + 1 < walks && lane == 31 ? own[g + 1][k] : own[g][k];
+        next[k] = __shfl_sync(0xFFFFFFFFu, send, source);
+        next[k] = g == walks - 1 && lane == 0 ? tail[k] : next[k];
+      }
+      funnel4(o, own[g], next, &out[4 * g]);
+    }
+  }
+};
+
+/// The same for a 1-byte mask row at m (nullptr: every position of the row valid): aligned 4-byte
+/// words, the next lane's word by one shuffle, a funnel shift by 8 o bits; positions before the
+/// row start invalid.
+template <int Items>
+struct gae_shifted_mask {
+  unsigned own[Items / 4];
+  unsigned tail;
+
+  __device__ void load(const unsigned char* m, index_t len, int o, int lane, index_t first) {
+    tail = 0;
+#pragma unroll
+    for (int g = 0; g < Items / 4; ++g) {
+      own[g] = m != nullptr ? mask_word_in_row(m, first + 128 * g - o, len) : 0u;
+    }
+    if (m != nullptr && o != 0 && lane == 0) {
+      tail = mask_word_in_row(m, first + 128 * (Items / 4 - 1) + 4 - o, len);
+    }
+  }
+
+  /// The same from the copies of stage() (gae_shifted_floats::take).
+  __device__ void take(const unsigned* slots, int stride, const unsigned* tail_slot,
+                       const unsigned char* m, index_t len, int o, int lane, index_t first) {
+    tail = 0;
+#pragma unroll
+    for (int g = 0; g < Items / 4; ++g) {
+      const index_t s = first + 128 * g - o;
+      own[g] = m == nullptr             ? 0u
+               : s >= 0 && s + 4 <= len ? slots[g * stride]
+                                        : mask_word_in_row(m, s, len);
+    }
+    if (m != nullptr && o != 0 && lane == 0) {
+      const index_t s = first + 128 * (Items / 4 - 1) + 4 - o;
+      tail = s >= 0 && s + 4 <= len ? *tail_slot : mask_word_in_row(m, s, len);
+    }
+  }
+
+  /// Copies by cp.async the mask words that load() would read wholly in the row.
+  static __device__ void stage(unsigned* slots, int stride, unsigned* tail_slot,
+                               const unsigned char* m, index_t len, int o, int lane,
+                               index_t first) {
+    if (m == nullptr) {
+      return;
+    }
+#pragma unroll
+    for (int g = 0; g < Items / 4; ++g) {
+      const index_t s = first + 128 * g - o;
+      if (s >= 0 && s + 4 <= len) {
+        gae_cp_async(&slots[g * stride], m + s, 4);
+      }
+    }
+    const index_t s = first + 128 * (Items / 4 - 1) + 4 - o;
+    if (o != 0 && lane == 0 && s >= 0 && s + 4 <= len) {
+      gae_cp_async(tail_slot, m + s, 4);
+    }
+  }
+
+  __device__ void shift(const unsigned char* m, int o, int lane, index_t first, bool* valid) const {
+    constexpr int walks = Items / 4;
+    if (m == nullptr) {
+#pragma unroll
+      for (int j = 0; j < Items; ++j) {
+        valid[j] = first + 128 * (j / 4) + j % 4 >= 0;
+      }
+      return;
+    }
+    if (o == 0) {
+#pragma unroll
+      for (int g = 0; g < walks; ++g) {
+        mask4(own[g], &valid[4 * g]);
+      }
+      return;
+    }
+    const int source = (lane + 31) & 31;
+#pragma unroll
+    for (int g = 0; g < walks; ++g) {
+      const unsigned send = g + 1 < walks && lane == 31 ? own[g + 1] : own[g];
+      unsigned next = __shfl_sync(0xFFFFFFFFu, send, source);
+      next = g == walks - 1 && lane == 0 ? tail : next;
+      mask4(__funnelshift_r(own[g], next, 8 * o), &valid[4 * g]);
+    }
+  }
+};
+
+/// Stores, for the shifted 16-byte path, a thread's outputs of the same groups (values[4 g + k]
+/// of row position t + k) to a row of `len` values at `p`, o = (p's element address + len) mod 4:
+/// lane l writes the aligned float4 at t - o, positions [t - o, t) from the lane with the
+/// previous 4 tokens (lane + 1; for lane 31, lane 0's previous group) by shuffles, when that lane
+/// is in the warp and the float4 lies in the row; every position of the lane not covered by such
+/// a float4 (the row's first and last float4, a warp span's ends) is written alone. No write
+/// outside [0, len).
+template <int Items>
+__device__ void store_shifted_groups(float* p, index_t len, int o, int lane, index_t first,
+                                     const float* values) {
+  constexpr int walks = Items / 4;
+  const int source = (lane + 1) & 31;
+#pragma unroll
+  for (int g = 0; g < walks; ++g) {
+    const index_t t = first + 128 * g;
+    const index_t s = t - o;
+    // This lane's float4 (at s) and the float4 holding its positions [t + 4 - o, t + 4).
+    const bool own_vector = (o == 0 || lane < 31 || g > 0) && s >= 0 && s + 4 <= len;
+    const bool next_vector = o != 0 && (lane > 0 || g + 1 < walks) && s + 4 >= 0 && s + 8 <= len;
+    float vector[4];
+    if (o == 0) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        vector[k] = values[4 * g + k];
+      }
+    } else {
+      float previous[4]; // positions 1..3 of the previous 4 tokens
+      previous[0] = 0.0f;
+#pragma unroll
+      for (int k = 1; k < 4; ++k) {
+        const float send = g > 0 && lane == 0 ? values[4 * (g - 1) + k] : values[4 * g + k];
+        previous[k] = __shfl_sync(0xFFFFFFFFu, send, source);
+      }
+      // vector[k] = position k - o + 4 of previous[0..3] followed by values[4 g .. 4 g + 3]
+      const float c[7] = {previous[1],       previous[2],       previous[3],      values[4 * g],
+                          values[4 * g + 1], values[4 * g + 2], values[4 * g + 3]};
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        vector[k] = o == 1 ? c[k + 2] : o == 2 ? c[k + 1] : c[k];
+      }
+    }
+    if (own_vector) {
+      store4(p + s, vector);
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const bool in_own = k < 4 - o;
+      if (t + k >= 0 && t + k < len && !(in_own ? own_vector : next_vector)) {
+        p[t + k] = values[4 * g + k];
+      }
+    }
+  }
+}
+
+/// Row i's start in a per-token view with unit column stride: a padded matrix_view's row, or
+/// the packed flat buffer at offsets[i].
+template <class Layout, class View>
+__device__ auto gae_row_start(const Layout& layout, const View& view, index_t i) {
+  if constexpr (Layout::is_packed) {
+    return view.flat.data + layout.row_begin(i);
+  } else {
+    return view.data + i * view.row_stride;
+  }
+}
+
+/// Row i's pointers for the 16-byte paths (gae_row_pointers; the mask: 1-byte, unit column
+/// stride, or none).
+template <class Layout, class Rewards, class Values, class Advantages, class Returns>
+__device__ gae_row_pointers gae_pointers_of_row(const Layout& layout, const Rewards& rewards,
+                                                const Values& values, const Advantages& advantages,
+                                                const Returns& returns, index_t i) {
+  const unsigned char* mask = nullptr;
+  if (layout.mask.data != nullptr) {
+    if constexpr (Layout::is_packed) {
+      mask = reinterpret_cast<const unsigned char*>(layout.mask.data) + layout.row_begin(i);
+    } else {
+      mask = reinterpret_cast<const unsigned char*>(layout.mask.data) + i * layout.mask.row_stride;
+    }
+  }
+  return {gae_row_start(layout, rewards, i), gae_row_start(layout, values, i), mask,
+          gae_row_start(layout, advantages, i), gae_row_start(layout, returns, i)};
+}
+
+/// (element address of p + len) mod 4 for an fp32 row of `len` values at p: the position in its
+/// aligned float4 of every 4-token group of the row on the shifted path (t = len mod 4).
+__device__ inline unsigned gae_shift(const void* p, index_t len, std::uintptr_t element_bytes) {
+  return static_cast<unsigned>(
+      (reinterpret_cast<std::uintptr_t>(p) / element_bytes + static_cast<std::uintptr_t>(len))
+      & 3u);
+}
+
+/// The views' access on the GAE kernel's paths: through the views, one element at a time
+/// (element); 16-byte loads and stores of aligned rows with T a multiple of 4, the next round
+/// prefetched by cp.async (aligned); 16-byte loads and stores of fp32 rows with unit column
+/// stride at any start, shifted into place by shuffles (shifted).
+enum class gae_access { element, aligned, shifted };
 
 /// Barrier of the thread-block cluster without memory ordering (barrier.cluster.arrive.relaxed:
 /// no GPU-wide fence): for the exit, where it only keeps every CTA's shared memory alive until
@@ -341,20 +651,31 @@ gae_exchange_aggregates(const math::gae_carry_map<C>& running,
 /// cap of 64 registers, so 4 CTAs of a row's cluster share an SM); with 16, 2 (128 registers).
 template <int Items>
 inline constexpr int gae_min_blocks = Items <= 8 ? 4 : 2;
+/// The same per access path: the shifted path with 8 tokens per thread asks for 3 (80 registers:
+/// no spills; with 4 it spills 28-56 bytes and was 0.4-1.1 us slower per call on the H200,
+/// docs/benchmarks.md).
+template <int Items, gae_access Access>
+inline constexpr int gae_min_blocks_of = (Access == gae_access::shifted && Items == 8)
+                                             ? 3
+                                             : gae_min_blocks<Items>;
 
-/// GAE advantages and returns, Cluster CTAs per row (header comment). Vectorized: padded layout,
-/// fp32 row-major views with row strides and T multiples of 4 and 16-byte aligned data, 1-byte mask
-/// (checked by the caller); otherwise every access goes through the views. The grid is a multiple
-/// of Cluster, launched with cluster dimension Cluster when Cluster > 1.
-template <int Threads, int Items, int Cluster, bool Vectorized, class C, class Layout,
+/// GAE advantages and returns, Cluster CTAs per row (header comment). Access (gae_access, checked
+/// by the caller): aligned: padded layout, fp32 row-major views with row strides and T multiples
+/// of 4 and 16-byte aligned data, 1-byte mask; shifted: fp32 views with unit column stride (padded
+/// or packed), 1-byte mask with unit column stride or none; element: any views. The grid is a
+/// multiple of Cluster, launched with cluster dimension Cluster when Cluster > 1.
+template <int Threads, int Items, int Cluster, gae_access Access, class C, class Layout,
           class Rewards, class Values, class Advantages, class Returns>
-__global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
+__global__ void __launch_bounds__(Threads, gae_min_blocks_of<Items, Access>)
     gae_rows_kernel(Layout layout, Rewards rewards, Values values, Advantages advantages,
                     Returns returns, C gamma, C lambda) {
   static_assert(Items % 4 == 0, "a thread's tokens are groups of 4");
-  constexpr int walks = Items / 4;                    // groups (carries, walks) per thread
-  constexpr bool paired = Items == 8;                 // one scan over pairs of group maps
-  constexpr bool prefetch = Vectorized && Items == 8; // next round's chunk by cp.async
+  constexpr int walks = Items / 4;                        // groups (carries, walks) per thread
+  constexpr bool paired = Items == 8;                     // one scan over pairs of group maps
+  constexpr bool by_rows = Access != gae_access::element; // through row pointers
+  constexpr bool shifted = Access == gae_access::shifted;
+  constexpr bool prefetch = Access == gae_access::aligned && Items == 8; // next round: cp.async
+  constexpr bool shifted_prefetch = shifted && Items == 8; // the same on the shifted path
   static_assert(Cluster >= 1 && Cluster <= gae_max_cluster && Cluster <= Threads);
   using map = math::gae_carry_map<C>;
   constexpr int warps = Threads / 32;
@@ -384,10 +705,14 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
   const index_t rows = layout.rows();
   const index_t groups = gridDim.x / Cluster;
   // The next round's r, V (float4 slots) and mask words of each thread, by round parity.
-  constexpr int prefetch_slots = prefetch ? Threads * walks : 1;
+  constexpr int prefetch_slots = prefetch || shifted_prefetch ? Threads * walks : 1;
   __shared__ float4 next_rewards[2][prefetch_slots];
   __shared__ float4 next_values[2][prefetch_slots];
   __shared__ unsigned next_mask[2][prefetch_slots];
+  // shifted: lane 0's tail float4 of r and V and mask word, per warp, by round parity
+  constexpr int tail_slots = shifted_prefetch ? warps : 1;
+  __shared__ float4 next_tails[2][2][tail_slots];
+  __shared__ unsigned next_mask_tails[2][tail_slots];
   bool prefetched = false;
   // This thread's group 0 from the chunk start: warp w owns span warps - 1 - w of 32 * Items
   // tokens, lane l the float4 at 4 (31 - l) of each of its groups (128 tokens apart).
@@ -396,16 +721,33 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
   for (index_t i = blockIdx.x / Cluster; i < rows; i += groups) {
     const index_t len = layout.row_length(i);
     gae_row_pointers row{};
-    if constexpr (Vectorized) {
+    // shifted: each view's o (its row's groups' position in their aligned float4 / mask word), 2
+    // bits each: rewards, values, mask, advantages, returns
+    unsigned shifts = 0;
+    if constexpr (by_rows) {
       row = gae_pointers_of_row(layout, rewards, values, advantages, returns, i);
     }
+    if constexpr (shifted) {
+      shifts = gae_shift(row.rewards, len, 4) | gae_shift(row.values, len, 4) << 2
+               | gae_shift(row.mask, len, 1) << 4 | gae_shift(row.advantages, len, 4) << 6
+               | gae_shift(row.returns, len, 4) << 8;
+    }
+    const auto shift_of = [shifts](int view) {
+      return static_cast<int>(shifts >> (2 * view) & 3u);
+    };
     // The next row of this group, whose first round the row's last round prefetches.
     const index_t next_i = i + groups;
     const index_t next_len = next_i < rows ? layout.row_length(next_i) : 0;
     gae_row_pointers next_row{};
-    if constexpr (prefetch) {
+    unsigned next_shifts = 0; // the next row's rewards, values, mask shifts (as `shifts`)
+    if constexpr (prefetch || shifted_prefetch) {
       if (next_len > 0) {
         next_row = gae_pointers_of_row(layout, rewards, values, advantages, returns, next_i);
+        if constexpr (shifted_prefetch) {
+          next_shifts = gae_shift(next_row.rewards, next_len, 4)
+                        | gae_shift(next_row.values, next_len, 4) << 2
+                        | gae_shift(next_row.mask, next_len, 1) << 4;
+        }
       }
     }
     map running{}; // the later rounds of the row
@@ -464,7 +806,58 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
           }
           gae_cp_async_commit();
         }
-      } else if constexpr (Vectorized) {
+      } else if constexpr (shifted) {
+        gae_shifted_floats<Items> rewards_in;
+        gae_shifted_floats<Items> values_in;
+        gae_shifted_mask<Items> mask_in;
+        bool staged = false;
+        if constexpr (shifted_prefetch) {
+          staged = prefetched;
+        }
+        if (staged) {
+          gae_cp_async_wait_all();
+          const int slot = round & 1;
+          const auto thread = static_cast<int>(threadIdx.x);
+          rewards_in.take(&next_rewards[slot][thread], Threads, &next_tails[slot][0][warp],
+                          row.rewards, len, shift_of(0), lane, first);
+          values_in.take(&next_values[slot][thread], Threads, &next_tails[slot][1][warp],
+                         row.values, len, shift_of(1), lane, first);
+          mask_in.take(&next_mask[slot][thread], Threads, &next_mask_tails[slot][warp], row.mask,
+                       len, shift_of(2), lane, first);
+        } else {
+          rewards_in.load(row.rewards, len, shift_of(0), lane, first);
+          values_in.load(row.values, len, shift_of(1), lane, first);
+          mask_in.load(row.mask, len, shift_of(2), lane, first);
+        }
+        if constexpr (shifted_prefetch) {
+          // The next round of this CTA: the next chunk group of the row, else the next row's
+          // first (the float4s and words wholly in that row; the others are read when used).
+          const bool last_round = end <= round_tokens;
+          const gae_row_pointers source = last_round ? next_row : row;
+          const unsigned source_shifts = last_round ? next_shifts : shifts;
+          const index_t source_len = last_round ? next_len : len;
+          const index_t next_first = last_round ? next_len - (rank + 1) * chunk_tokens + warp_offset
+                                                : first - round_tokens;
+          prefetched = !last_round || next_len > 0;
+          if (prefetched) {
+            const int slot = (round + 1) & 1;
+            const auto thread = static_cast<int>(threadIdx.x);
+            gae_shifted_floats<Items>::stage(
+                &next_rewards[slot][thread], Threads, &next_tails[slot][0][warp], source.rewards,
+                source_len, static_cast<int>(source_shifts & 3u), lane, next_first);
+            gae_shifted_floats<Items>::stage(
+                &next_values[slot][thread], Threads, &next_tails[slot][1][warp], source.values,
+                source_len, static_cast<int>(source_shifts >> 2 & 3u), lane, next_first);
+            gae_shifted_mask<Items>::stage(
+                &next_mask[slot][thread], Threads, &next_mask_tails[slot][warp], source.mask,
+                source_len, static_cast<int>(source_shifts >> 4 & 3u), lane, next_first);
+            gae_cp_async_commit();
+          }
+        }
+        rewards_in.shift(shift_of(0), lane, r);
+        values_in.shift(shift_of(1), lane, v);
+        mask_in.shift(row.mask, shift_of(2), lane, first, valid);
+      } else if constexpr (by_rows) {
         load_gae_groups<Items>(row, first, r, v, valid);
       } else {
         load_gae_groups<Items>(layout, rewards, values, i, first, r, v, valid);
@@ -573,7 +966,10 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks<Items>)
           carry = valid[j] ? math::gae_carry(lambda, value, advantage) : carry;
         }
       }
-      if constexpr (Vectorized) {
+      if constexpr (shifted) {
+        store_shifted_groups<Items>(row.advantages, len, shift_of(3), lane, first, a_out);
+        store_shifted_groups<Items>(row.returns, len, shift_of(4), lane, first, ret_out);
+      } else if constexpr (by_rows) {
 #pragma unroll
         for (int g = 0; g < walks; ++g) {
           const index_t t = first + 128 * g;
