@@ -260,36 +260,9 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
   // 2^21 / rows; 10922 and 5461 are not multiples of 4: the shifted 16-byte path): the measurements
   // behind cuda::detail::gae_auto_cluster. One row per shape, the default's time, the others in
   // the note.
-  for (const index_t rows : {16, 32, 64, 128, 192, 256, 384, 512, 1024}) {
-    const index_t cols = tokens / rows;
-    auto shaped = [&](auto& x) {
-      return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(x.data()), rows, cols);
-    };
-    const auto shape_ms = [&](int cluster) {
-      return time_ms(
-          [&](int k) {
-            const int s = k % set_count;
-            auto av = shaped(a[s]);
-            auto rv = shaped(ret[s]);
-            rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(shaped(mk[s])), shaped(r[s]),
-                                              shaped(v[s]), av, rv, options, ctx,
-                                              {8, 1 << 16, cluster});
-          },
-          quick ? 3 : 20);
-    };
-    std::string note = "clusters 1 / 2 / 4 / 8:";
-    for (const int cluster : {1, 2, 4, 8}) {
-      char cell[32];
-      std::snprintf(cell, sizeof cell, " %.4f", shape_ms(cluster));
-      note += cell;
-    }
-    record("  shape " + std::to_string(rows) + " x " + std::to_string(cols) + ", default cluster",
-           shape_ms(0), 17.0 * double(rows * cols), note + " ms");
-  }
-  // Rows at any start (the shifted 16-byte path: aligned float4 / mask-word accesses, the
-  // neighbour lane's part by shuffles) against the per-element path (gae_launch::access = 1) and
-  // the aligned path, in the same call: padded T % 4 != 0, packed rows of ragged lengths.
-  const auto padded_ms = [&](index_t rows, index_t cols, int access) {
+  // One fused call per k on the same slots viewed as rows x cols, launch shape {8, 1 << 16,
+  // cluster, access}.
+  const auto padded_ms = [&](index_t rows, index_t cols, int cluster, int access) {
     auto shaped = [&](auto& x) {
       return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(x.data()), rows, cols);
     };
@@ -300,23 +273,37 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
           auto rv = shaped(ret[s]);
           rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(shaped(mk[s])), shaped(r[s]),
                                             shaped(v[s]), av, rv, options, ctx,
-                                            {8, 1 << 16, 0, access});
+                                            {8, 1 << 16, cluster, access});
         },
         quick ? 3 : 20);
   };
+  for (const index_t rows : {16, 32, 64, 128, 192, 256, 384, 512, 1024}) {
+    const index_t cols = tokens / rows;
+    std::string note = "clusters 1 / 2 / 4 / 8:";
+    for (const int cluster : {1, 2, 4, 8}) {
+      char cell[32];
+      std::snprintf(cell, sizeof cell, " %.4f", padded_ms(rows, cols, cluster, 0));
+      note += cell;
+    }
+    record("  shape " + std::to_string(rows) + " x " + std::to_string(cols) + ", default cluster",
+           padded_ms(rows, cols, 0, 0), 17.0 * double(rows * cols), note + " ms");
+  }
+  // Rows at any start (the shifted 16-byte path: aligned float4 / mask-word accesses, the
+  // neighbour lane's part by shuffles) against the per-element path (gae_launch::access = 1) and
+  // the aligned path, in the same call: padded T % 4 != 0, packed rows of ragged lengths.
   for (const index_t rows : {192, 384}) {
     const index_t cols = tokens / rows;
     record("  shape " + std::to_string(rows) + " x " + std::to_string(cols)
                + ", per-element path (access 1), default cluster",
-           padded_ms(rows, cols, 1), 17.0 * double(rows * cols));
+           padded_ms(rows, cols, 0, 1), 17.0 * double(rows * cols));
   }
   record("  padded 256 x 8191 (rows at every residue mod 4), default (shifted 16-byte)",
-         padded_ms(256, 8191, 0), 17.0 * 256 * 8191);
-  record("  padded 256 x 8191, per-element path (access 1)", padded_ms(256, 8191, 1),
+         padded_ms(256, 8191, 0, 0), 17.0 * 256 * 8191);
+  record("  padded 256 x 8191, per-element path (access 1)", padded_ms(256, 8191, 0, 1),
          17.0 * 256 * 8191);
   record("  256 x 8192 on the shifted path (access 2: every row at offset 0)",
-         padded_ms(256, 8192, 2), bytes);
-  record("  256 x 8192, per-element path (access 1)", padded_ms(256, 8192, 1), bytes);
+         padded_ms(256, 8192, 0, 2), bytes);
+  record("  256 x 8192, per-element path (access 1)", padded_ms(256, 8192, 0, 1), bytes);
   {
     // Packed (remove-padding) batch: 256 rows of 8192 - (i % 7) 13 tokens, flat buffers.
     std::vector<index_t> offsets{0};
