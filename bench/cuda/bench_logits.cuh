@@ -65,7 +65,7 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
   using float_view = const decltype(layout.bind(
       "bench", "old_log_probs", std::declval<const rlcore::matrix_view<float, device_space>&>()));
   auto* cluster_kernel = rlcore::cuda::detail::fused_logits_cluster_kernel<
-      true, __nv_bfloat16, id_view, layout_type,
+      true, false, __nv_bfloat16, id_view, layout_type,
       rlcore::cuda::detail::make_policy_token_pass<layout_type, float_view, float_view, float_view>,
       rlcore::detail::policy_token_sums>;
   const auto resident_clusters = [&] {
@@ -116,8 +116,9 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
     record(name.c_str(), ms, 2.0 * read_bytes);
   }
   // Other vocabulary sizes over the same buffers (rows of V contiguous logits): 32,001 bf16 logits
-  // (64,002 bytes) leave the rows not 16-byte aligned, so the fused path takes the two-pass kernel
-  // and the forward its per-element loads; 32,000, 129,920 and 151,936 are aligned.
+  // (64,002 bytes) leave the rows not 16-byte aligned (the cluster kernel reads each row's head
+  // before the first 16-byte boundary from global memory; the forward, per-element loads there);
+  // 32,000, 129,920 and 151,936 are aligned. For 32,001 the two-pass kernel is timed too.
   for (const index_t v : {index_t{32000}, index_t{32001}, index_t{129920}, index_t{151936}}) {
     ctx.for_each(rows, fill_ids{thrust::raw_pointer_cast(ids.data()), v});
     const rlcore::matrix_view<const __nv_bfloat16, device_space> in{logits, rows, v, v, 1};
@@ -142,6 +143,17 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
                },
                quick ? 2 : 5, 1),
            2.0 * bytes, "floor = one read + one write");
+    if (v == 32001) {
+      record("  same, two-pass kernel forced",
+             time_ms(
+                 [&](int) {
+                   (void)rlcore::cuda::detail::fused_policy_loss_from_logits(
+                       layout, in, m(ids), m(old), m(adv), m(ref), out,
+                       rlcore::grpo_options{}.as_policy_options(), {}, ctx, nullptr, -1);
+                 },
+                 quick ? 2 : 5, 1),
+             2.0 * bytes, "floor = one read + one write");
+    }
   }
   CHECK_CUDA(cudaFree(logits));
   CHECK_CUDA(cudaFree(grad));

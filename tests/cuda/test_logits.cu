@@ -5,8 +5,9 @@
 // inf policy (error by default, propagate on request) and huge finite logits (exact fallback); the
 // fused GRPO-from-logits forward + backward against the CPU grpo_objective chained with
 // d lp / dz = (onehot - p) / tau, through the cluster kernel (every cluster size 1 to 8, vocabulary
-// tails, in place, more rows than resident clusters, exact-fallback rows among many rows) and the
-// two-pass kernel, deterministic.
+// tails, rows at any offset from a 16-byte boundary against the two-pass kernel, in place, more
+// rows than resident clusters, exact-fallback rows among many rows) and the two-pass kernel,
+// deterministic.
 #include "cuda_test_util.cuh"
 
 #include <rlcore/backend/cuda/logits.cuh>
@@ -17,6 +18,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <limits>
+#include <utility>
 #include <vector>
 
 using rlcore::device_space;
@@ -310,17 +312,28 @@ namespace {
 /// n x t_len token slots: 3 x 4 with two masked slots, or (more rows than resident clusters:
 /// several waves of clusters) every 7th slot masked and the first 3 slots of every 5th sequence.
 /// Token ids (r * 7919) % V, V - 1 at slot 1, or first_ids[r] for the first slots when given.
-/// The gradient's columns V .. stride - 1 (row padding) must keep the value they had (a sentinel,
-/// or the logits in place).
+/// The views start `offset` elements into their allocations (offset 1 .. 7: bf16 rows 2 .. 14
+/// bytes past a 16-byte boundary), which end `guard` elements past the last row. Elements outside
+/// the gradient view (the first `offset`, the row padding V .. stride - 1, the guard) must keep the
+/// value they had (a sentinel, or the logits in place). Returns lp and the gradient view's rows.
 template <class T>
-void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride = 0,
-                      int cluster_size = 0, index_t n = 3, index_t t_len = 4,
-                      const std::vector<int>& first_ids = {}) {
+struct fused_outputs {
+  std::vector<float> lp;
+  std::vector<T> grad; ///< slots x stride, from the view's start
+  int planned = 0;     ///< the cluster size plan_cluster chose for the views (0: two-pass kernel)
+};
+template <class T>
+fused_outputs<T> check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride = 0,
+                                  int cluster_size = 0, index_t n = 3, index_t t_len = 4,
+                                  const std::vector<int>& first_ids = {}, index_t offset = 0) {
   stride = stride == 0 ? vocab : stride;
   INFO("vocab ", vocab, " stride ", stride, " in_place ", in_place, " bytes ", sizeof(T),
-       " cluster ", cluster_size, " slots ", n * t_len);
+       " cluster ", cluster_size, " slots ", n * t_len, " offset ", offset);
   const index_t slots = n * t_len;
-  auto host = random_logits<T>(slots * stride, 99 + vocab);
+  const index_t guard = 16;
+  const index_t allocated = offset + slots * stride + guard;
+  auto host_allocation = random_logits<T>(allocated, 99 + vocab);
+  const T* host = host_allocation.data() + offset;
   std::vector<std::uint8_t> mask{1, 1, 1, 0, 1, 0, 1, 1, 1, 1, 1, 1};
   if (slots != 12) {
     mask.assign(slots, 1);
@@ -338,7 +351,7 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
   std::vector<double> lp_ref(slots, 0.0);
   std::vector<row_reference> refs(slots);
   for (index_t r = 0; r < slots; ++r) {
-    refs[r] = reference_row(host.data() + r * stride, vocab, tau);
+    refs[r] = reference_row(host + r * stride, vocab, tau);
     lp_ref[r] = refs[r].log_p[ids[r]];
   }
   // old / ref near lp so that some ratios clip and some do not.
@@ -364,9 +377,9 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
                              rlcore::make_matrix_view(ref_d.data(), n, t_len),
                              rlcore::make_matrix_view(adv_d.data(), n, t_len), grad_view);
 
-  thrust::device_vector<T> d(host.begin(), host.end());
+  thrust::device_vector<T> d(host_allocation.begin(), host_allocation.end());
   const T sentinel = to_logit<T>(12.5f);
-  thrust::device_vector<T> dgrad(in_place ? 0 : slots * stride, sentinel);
+  thrust::device_vector<T> dgrad(in_place ? 0 : allocated, sentinel);
   const auto dmask = to_device(mask);
   const auto dids = to_device(ids);
   const auto dold = to_device(old);
@@ -374,17 +387,37 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
   const auto dadv = to_device(adv);
   thrust::device_vector<float> dlp(slots, -7.0f);
   T* grad_ptr =
-      in_place ? thrust::raw_pointer_cast(d.data()) : thrust::raw_pointer_cast(dgrad.data());
+      offset
+      + (in_place ? thrust::raw_pointer_cast(d.data()) : thrust::raw_pointer_cast(dgrad.data()));
   const auto layout = rlcore::cuda::padded(dmat(dmask, n, t_len));
   auto mat = [&](const auto& v) { return dmat(v, n, t_len); };
   rlcore::logits_options logits_opts;
   logits_opts.temperature = tau;
+  const rlcore::matrix_view<const T, device_space> dlogits_view{
+      thrust::raw_pointer_cast(d.data()) + offset, slots, vocab, stride, 1};
+  const rlcore::matrix_view<T, device_space> dgrad_view{grad_ptr, slots, vocab, stride, 1};
+  // The kernel choice for these views, as fused_policy_loss_from_logits makes it.
+  using layout_type = std::remove_cv_t<decltype(layout)>;
+  using id_view =
+      const decltype(layout.bind("test", "token_ids", std::declval<const decltype(mat(dids))&>()));
+  using float_view = const decltype(layout.bind("test", "old_log_probs",
+                                                std::declval<const decltype(mat(dold))&>()));
+  using maker =
+      rlcore::cuda::detail::make_policy_token_pass<layout_type, float_view, float_view, float_view>;
+  const auto plan_size = [&](auto* kernel) {
+    return rlcore::cuda::detail::plan_cluster<T>(kernel, dlogits_view, dgrad_view, cluster_size)
+        .size;
+  };
+  const int planned =
+      static_cast<float>(1.0 / tau) == 1.0f
+          ? plan_size(
+              rlcore::cuda::detail::fused_logits_cluster_kernel<
+                  true, true, T, id_view, layout_type, maker, rlcore::detail::policy_token_sums>)
+          : plan_size(
+              rlcore::cuda::detail::fused_logits_cluster_kernel<
+                  false, true, T, id_view, layout_type, maker, rlcore::detail::policy_token_sums>);
   const auto result = rlcore::cuda::detail::fused_policy_loss_from_logits(
-      layout,
-      rlcore::matrix_view<const T, device_space>{thrust::raw_pointer_cast(d.data()), slots, vocab,
-                                                 stride, 1},
-      mat(dids), mat(dold), mat(dadv), mat(dref),
-      rlcore::matrix_view<T, device_space>{grad_ptr, slots, vocab, stride, 1},
+      layout, dlogits_view, mat(dids), mat(dold), mat(dadv), mat(dref), dgrad_view,
       rlcore::grpo_options{}.as_policy_options(), logits_opts, ctx,
       thrust::raw_pointer_cast(dlp.data()), cluster_size);
 
@@ -392,9 +425,10 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
   CHECK(result.metrics.valid_tokens == expected.metrics.valid_tokens);
   CHECK(result.metrics.clip_fraction == expected.metrics.clip_fraction);
   const auto lp_dev = to_host(dlp);
-  std::vector<T> grad_dev(slots * stride);
+  std::vector<T> grad_allocation(allocated);
   thrust::copy(in_place ? d.begin() : dgrad.begin(), in_place ? d.end() : dgrad.end(),
-               grad_dev.begin());
+               grad_allocation.begin());
+  const T* grad_dev = grad_allocation.data() + offset;
   const double out_eps = sizeof(T) == 2 ? (std::is_same_v<T, __half> ? 1e-3 : 8e-3) : 2e-5;
   double worst = 0;
   index_t worst_row = 0;
@@ -402,14 +436,23 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
   for (double g : grad_lp) {
     largest_grad_lp = std::max(largest_grad_lp, std::abs(g));
   }
-  bool padding_kept = true;
+  bool outside_kept = true;
+  const auto kept = [&](index_t e) { // element e of the allocations
+    const double before = from_logit(in_place ? host_allocation[e] : sentinel);
+    outside_kept = outside_kept && from_logit(grad_allocation[e]) == before;
+  };
+  for (index_t e = 0; e < offset; ++e) {
+    kept(e);
+  }
   for (index_t r = 0; r < slots; ++r) {
     for (index_t j = vocab; j < stride; ++j) {
-      const double before = from_logit(in_place ? host[r * stride + j] : sentinel);
-      padding_kept = padding_kept && from_logit(grad_dev[r * stride + j]) == before;
+      kept(offset + r * stride + j);
     }
   }
-  CHECK(padding_kept);
+  for (index_t e = offset + slots * stride; e < allocated; ++e) {
+    kept(e);
+  }
+  CHECK(outside_kept);
   for (index_t r = 0; r < slots; ++r) {
     if (mask[r] == 0) {
       CHECK(lp_dev[r] == 0.0f);
@@ -441,15 +484,18 @@ void check_fused_grpo(index_t vocab, bool in_place, double tau, index_t stride =
        largest_grad_lp, "), lp ", lp_ref[worst_row], " old ", old[worst_row], " ref ",
        ref[worst_row], " adv ", adv[worst_row]);
   CHECK(worst <= out_eps);
+  return {lp_dev, std::vector<T>(grad_dev, grad_dev + slots * stride), planned};
 }
 
 } // namespace
 
 TEST_CASE_TEMPLATE("fused GRPO from logits: loss, lp and d loss / d logits match the CPU", T,
                    __nv_bfloat16, __half, float) {
-  check_fused_grpo<T>(32001, false, 1.0);         // rows not 16-byte aligned: two-pass kernel
+  check_fused_grpo<T>(32001, false, 1.0);         // rows at every 16-byte offset: cluster kernel
+  check_fused_grpo<T>(32001, false, 1.0, 0, -1);  // the same rows, two-pass kernel
   check_fused_grpo<T>(151936, false, 1.0);        // cluster kernel, automatic size
-  check_fused_grpo<T>(1031, true, 0.8);           // in place over the logits, two-pass kernel
+  check_fused_grpo<T>(1031, true, 0.8);           // in place over the logits, cluster kernel
+  check_fused_grpo<T>(1031, true, 0.8, 0, -1);    // in place, two-pass kernel
   check_fused_grpo<T>(32001, false, 1.0, 32008);  // cluster kernel, vocabulary tail of 1
   check_fused_grpo<T>(5003, true, 0.8, 5008);     // cluster kernel in place, tail, temperature
   for (int cluster : {-1, 1, 2, 3, 4, 5, 6, 8}) { // every cluster size and the two-pass kernel
@@ -472,6 +518,71 @@ TEST_CASE_TEMPLATE("fused GRPO from logits: target logit at every slice boundary
     check_fused_grpo<T>(20005, false, 1.0, 20008, cluster, 5, 6, boundary_ids);
   }
   check_fused_grpo<T>(20005, true, 0.9, 20008, 4, 5, 6, boundary_ids); // in place
+}
+
+TEST_CASE_TEMPLATE("fused GRPO from logits: cluster kernel on rows at any offset from 16 bytes", T,
+                   __nv_bfloat16, __half, float) {
+  // The cluster kernel takes rows that do not start on a 16-byte boundary: the head before the
+  // first boundary from global memory on rank 0, the vectors in the slices. Rows of V = 32,001
+  // (bf16 / fp16 rows of 64,002 bytes, fp32 128,004: row r starts 2r / 4r bytes past a boundary,
+  // every offset in turn), sub-views starting 1 .. 7 elements into their allocations (every row
+  // at the same offset; ids in the head, at its end and in the tail), in place, and rows shorter
+  // than a head. Each matches the CPU (check_fused_grpo, which also checks that nothing outside
+  // the view is written) and the two-pass kernel on the same data: lp within 2e-5 relative, the
+  // gradient within the CPU check's tolerance of the two-pass one.
+  const double out_eps = sizeof(T) == 2 ? (std::is_same_v<T, __half> ? 1e-3 : 8e-3) : 2e-5;
+  const auto compare = [&](const fused_outputs<T>& cluster, const fused_outputs<T>& two_pass,
+                           index_t vocab, index_t stride) {
+    CHECK(cluster.planned > 0);
+    CHECK(two_pass.planned == 0);
+    double worst_lp = 0;
+    for (std::size_t r = 0; r < two_pass.lp.size(); ++r) {
+      worst_lp = std::max(worst_lp, std::abs(double(cluster.lp[r]) - double(two_pass.lp[r]))
+                                        / std::max(1.0, std::abs(double(two_pass.lp[r]))));
+    }
+    CHECK(worst_lp <= 2e-5);
+    double largest_grad = 0;
+    for (const T& x : two_pass.grad) {
+      largest_grad = std::max(largest_grad, std::abs(from_logit(x)));
+    }
+    double worst = 0;
+    for (std::size_t r = 0; r < two_pass.lp.size(); ++r) {
+      double scale = std::max(1e-2 * largest_grad, 1e-30);
+      double err = 0;
+      for (index_t j = 0; j < vocab; ++j) {
+        const double a = from_logit(cluster.grad[r * stride + j]);
+        const double b = from_logit(two_pass.grad[r * stride + j]);
+        scale = std::max(scale, std::abs(b));
+        err = std::max(err, std::abs(a - b));
+      }
+      worst = std::max(worst, err / scale);
+    }
+    CHECK(worst <= out_eps);
+  };
+  for (const bool in_place : {false, true}) {
+    INFO("V = 32001, in place ", in_place);
+    compare(check_fused_grpo<T>(32001, in_place, 1.0),
+            check_fused_grpo<T>(32001, in_place, 1.0, 0, -1), 32001, 32001);
+    compare(check_fused_grpo<T>(32001, in_place, 1.0, 0, 4),
+            check_fused_grpo<T>(32001, in_place, 1.0, 0, -1), 32001, 32001);
+  }
+  // Slots 3 and 5 are masked; with offset o, a bf16 row's head is 8 - o elements (fp32: 4 - o
+  // mod 4), so ids 0 .. 9 cover the head, its last element and the first vectors.
+  const std::vector<int> head_ids{0, 20004, 1, 0, 6, 0, 7, 8, 9, 5000, 15000, 20000};
+  for (index_t offset = 1; offset <= 7; ++offset) {
+    for (const int cluster : {3, 4}) {
+      compare(check_fused_grpo<T>(20005, false, 1.0, 20008, cluster, 3, 4, head_ids, offset),
+              check_fused_grpo<T>(20005, false, 1.0, 20008, -1, 3, 4, head_ids, offset), 20005,
+              20008);
+    }
+    compare(check_fused_grpo<T>(20005, true, 0.9, 20008, 4, 3, 4, head_ids, offset),
+            check_fused_grpo<T>(20005, true, 0.9, 20008, -1, 3, 4, head_ids, offset), 20005, 20008);
+    // Rows shorter than a head, or a head and a tail with no whole vector between them.
+    for (const index_t vocab : {index_t{5}, index_t{7}, index_t{13}}) {
+      compare(check_fused_grpo<T>(vocab, false, 1.0, 16, 4, 3, 4, {}, offset),
+              check_fused_grpo<T>(vocab, false, 1.0, 16, -1, 3, 4, {}, offset), vocab, 16);
+    }
+  }
 }
 
 TEST_CASE("fused logits gradient: bf16 within 0.6 bf16 ulp of double, V = 152064") {

@@ -19,9 +19,10 @@
 //                         grpo_options, logits_opts, ctx [, lp_out])
 //       the policy objective of objective/policy.hpp with lp taken from the logits, forward and
 //       backward in one kernel: d loss / d logits = g_lp (onehot(id) - p) / tau written once (may
-//       be the logits themselves: in place), O(M) extra memory. On sm_90 with 16-byte aligned
-//       rows, one thread-block cluster per row holds the row in shared memory
-//       (kernels/logits_cluster_kernels.cuh): the logits are read from HBM once.
+//       be the logits themselves: in place), O(M) extra memory. On sm_90, one thread-block
+//       cluster per row holds the row's 16-byte vectors in shared memory (rows at any element
+//       start; the gradient row offset from a 16-byte boundary like the logits row: in place or
+//       the same layout; kernels/logits_cluster_kernels.cuh): the logits are read from HBM once.
 #pragma once
 
 #include "../../objective/aggregate.hpp"
@@ -340,21 +341,36 @@ inline cudaLaunchConfig_t cluster_launch_config(const cluster_plan& plan, index_
   return config;
 }
 
+/// Whether every row of `m` starts on a 16-byte boundary (start and row stride in bytes).
+template <class T>
+bool rows_16_byte_aligned(const matrix_view<T, device_space>& m) {
+  return reinterpret_cast<std::uintptr_t>(m.data) % sizeof(uint4) == 0
+         && (m.row_stride * static_cast<index_t>(sizeof(T))) % static_cast<index_t>(sizeof(uint4))
+                == 0;
+}
+
 /// The cluster plan for `kernel` (a fused_logits_cluster_kernel instantiation) on the current
 /// device. requested: 0 chooses (the smallest power of two <= 8 whose slice fits
 /// cluster_slice_target_bytes, else 8 if its slice fits the opt-in shared memory), -1 none, else
-/// that size. Needs sm_90 machine code for the kernel, cluster launch support, 16-byte aligned
-/// rows of logits and gradient, a grid of rows x size CTAs, and at least one resident cluster.
+/// that size. Needs sm_90 machine code for the kernel, cluster launch support, element-aligned
+/// rows of logits and gradient whose starts have the same offset from a 16-byte boundary in every
+/// row (in place, or equal start residues and row strides differing by a multiple of 16 bytes;
+/// the caller launches the AnyStart kernel unless the rows are 16-byte aligned), a grid of
+/// rows x size CTAs, and at least one resident cluster.
 template <class T, class Kernel>
 cluster_plan plan_cluster(Kernel* kernel, const matrix_view<const T, device_space>& logits,
                           const matrix_view<T, device_space>& grad, int requested) {
-  constexpr auto vector_bytes = static_cast<index_t>(sizeof(uint4));
-  const auto aligned = [](const void* data, index_t row_stride) {
-    return reinterpret_cast<std::uintptr_t>(data) % sizeof(uint4) == 0
-           && (row_stride * static_cast<index_t>(sizeof(T))) % vector_bytes == 0;
-  };
-  if (requested < 0 || requested > max_cluster_size || !aligned(logits.data, logits.row_stride)
-      || !aligned(grad.data, grad.row_stride)) {
+  constexpr auto vector_bytes = static_cast<std::uintptr_t>(sizeof(uint4));
+  constexpr auto element_bytes = static_cast<std::uintptr_t>(sizeof(T));
+  const auto logits_start = reinterpret_cast<std::uintptr_t>(logits.data);
+  const auto grad_start = reinterpret_cast<std::uintptr_t>(grad.data);
+  const auto stride_difference = static_cast<std::uintptr_t>((logits.row_stride - grad.row_stride)
+                                                             * static_cast<index_t>(sizeof(T)));
+  const bool same_misalignment = logits_start % element_bytes == 0
+                                 && grad_start % element_bytes == 0
+                                 && logits_start % vector_bytes == grad_start % vector_bytes
+                                 && (logits.rows <= 1 || stride_difference % vector_bytes == 0);
+  if (requested < 0 || requested > max_cluster_size || !same_misalignment) {
     return {};
   }
   int device = 0;
@@ -485,14 +501,24 @@ fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_
       RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::fused_logits_objective_kernel");
     };
     using id_type = decltype(ids);
-    if (inv == 1.0f) {
-      if (!launch_cluster(
-              fused_logits_cluster_kernel<true, T, id_type, Layout, maker, sums_type>)) {
-        launch_two_pass(fused_logits_objective_kernel<true, T, id_type, Layout, maker, sums_type>);
+    // 16-byte aligned rows take the cluster kernel without head handling (AnyStart false).
+    const bool aligned = rows_16_byte_aligned(logits) && rows_16_byte_aligned(grad_logits_out);
+    const auto launch = [&](auto unit_temperature) {
+      constexpr bool unit = decltype(unit_temperature)::value;
+      const bool clustered =
+          aligned
+              ? launch_cluster(
+                  fused_logits_cluster_kernel<unit, false, T, id_type, Layout, maker, sums_type>)
+              : launch_cluster(
+                  fused_logits_cluster_kernel<unit, true, T, id_type, Layout, maker, sums_type>);
+      if (!clustered) {
+        launch_two_pass(fused_logits_objective_kernel<unit, T, id_type, Layout, maker, sums_type>);
       }
-    } else if (!launch_cluster(
-                   fused_logits_cluster_kernel<false, T, id_type, Layout, maker, sums_type>)) {
-      launch_two_pass(fused_logits_objective_kernel<false, T, id_type, Layout, maker, sums_type>);
+    };
+    if (inv == 1.0f) {
+      launch(std::true_type{});
+    } else {
+      launch(std::false_type{});
     }
   }
   const policy_token_sums total =
@@ -530,9 +556,11 @@ fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_
 ///                    unspecified); propagate computes such rows with the exact formulas (-inf
 ///                    logits have probability 0, NaN / +inf give NaN)
 ///   log_probs_out    device M floats (lp per token slot) or nullptr
-/// Returns the loss and metrics (waits). Extra device memory O(M). On sm_90 with 16-byte aligned
-/// rows (row start and stride) that fit a cluster's shared memory (up to 8 x 227 KB), one cluster
-/// per token slot reads the row from HBM once; otherwise a two-pass kernel (second read from L2).
+/// Returns the loss and metrics (waits). Extra device memory O(M). On sm_90 with rows that fit a
+/// cluster's shared memory (up to 8 x 227 KB) and a gradient row at the logits row's offset from a
+/// 16-byte boundary (in place, or the same residue of start and row stride in bytes: any V when
+/// both are M x V allocations), one cluster per token slot reads the row from HBM once; otherwise
+/// a two-pass kernel (second read from L2).
 template <batch_layout Layout, class T, class Ids, class Old, class Adv, class Ref>
 requires std::same_as<typename Layout::space, device_space> objective_result
 policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space> logits,

@@ -21,9 +21,18 @@
 // Rows whose fast statistics are not usable (NaN / inf logits, or finite logits beyond the fast
 // path's range; math/softmax_fast.hpp) are recomputed exactly: every CTA of the cluster re-reads
 // the row for math/softmax.hpp's statistics (a cluster barrier keeps the in-place writes behind
-// all reads) and writes the gradient with the exact formulas. Needs rows 16-byte aligned (row
-// start and stride); the vocabulary tail past the last whole vector is handled by the last rank
-// from global memory. Private: include logits.cuh.
+// all reads) and writes the gradient with the exact formulas.
+//
+// AnyStart: a row of V logits at any element start (row_split, logits_kernels.cuh); otherwise
+// rows 16-byte aligned (start and stride; head = 0, the code of the aligned rows alone).
+// S = slice_vectors:
+//   [0, head)           the < 16 bytes before the first 16-byte boundary: rank 0, global memory
+//   [head, tail_begin)  the 16-byte vectors: rank q holds vectors [q S, q S + S) in shared memory
+//   [tail_begin, V)     the < 16 bytes past the last whole vector: the last rank, global memory
+// The head and tail logits are folded into the thread statistics of their rank and their gradient
+// is written element by element; only the order of summation depends on the row's alignment. The
+// gradient row must have the logits row's 16-byte misalignment (in place, or the same residue of
+// start and stride: plan_cluster, logits.cuh). Private: include logits.cuh.
 #pragma once
 
 #include "logits_bulk_copy.cuh"
@@ -116,10 +125,12 @@ inline constexpr unsigned cluster_partial_bytes = sizeof(math::softmax_fast_stat
 static_assert(sizeof(math::softmax_fast_state<float>) == 16);
 
 /// One token slot per cluster of gridDim-consecutive CTAs (cluster dimension C along x):
-/// slice_vectors 16-byte vectors of the row per CTA in dynamic shared memory. Flags and outputs as
+/// slice_vectors 16-byte vectors of the row per CTA in dynamic shared memory; rows 16-byte aligned
+/// unless AnyStart (then each row's head is read from global memory). Flags and outputs as
 /// fused_logits_objective_kernel. MakeTokenPass provides stage(i, t) (the token's inputs, loaded
 /// at the start) and the token pass over them (make_policy_token_pass, logits.cuh).
-template <bool UnitTemperature, class T, class Id, class Layout, class MakeTokenPass, class Sums>
+template <bool UnitTemperature, bool AnyStart, class T, class Id, class Layout, class MakeTokenPass,
+          class Sums>
 __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
     fused_logits_cluster_kernel(Layout layout, const T* logits, index_t vocab, index_t row_stride,
                                 T* grad_logits, index_t grad_row_stride, Id ids,
@@ -156,18 +167,29 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
   slot_to_token(layout, r, i, t);
   const T* row = logits + r * row_stride;
   T* out = grad_logits + r * grad_row_stride;
-  const index_t vectors = vocab / width;
-  const index_t tail_begin = vectors * width;
+  index_t row_head = 0; // elements before the first 16-byte boundary
+  index_t vectors = vocab / width;
+  index_t tail_begin = vectors * width;
+  if constexpr (AnyStart) {
+    const row_split<T> split(row, vocab);
+    row_head = split.head;
+    vectors = split.vectors;
+    tail_begin = split.tail_begin;
+  }
+  const index_t head = rank == 0 ? row_head : 0; // head elements this CTA handles
   const index_t begin = rank * slice_vectors;
   const index_t count =
       begin >= vectors ? 0 : (vectors - begin < slice_vectors ? vectors - begin : slice_vectors);
   const bool last = rank == ranks - 1;
-  uint4* out_body = reinterpret_cast<uint4*>(out) + begin;
+  uint4* out_body = reinterpret_cast<uint4*>(out + row_head) + begin;
 
   if (!layout.valid(i, t)) { // the whole cluster takes this branch: no cluster barrier
     const uint4 zero{0u, 0u, 0u, 0u};
     for (index_t v = threadIdx.x; v < count; v += threads) {
       out_body[v] = zero;
+    }
+    for (index_t j = threadIdx.x; j < head; j += threads) {
+      out[j] = float_to_logit<T>(0.0f);
     }
     if (last) {
       for (index_t j = tail_begin + threadIdx.x; j < vocab; j += threads) {
@@ -198,7 +220,7 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
     barrier_init(&exchange_ready);
     barrier_init_fence();
     barrier_expect_bytes(&exchange_ready, static_cast<unsigned>(ranks - 1) * cluster_partial_bytes);
-    const uint4* body = reinterpret_cast<const uint4*>(row) + begin;
+    const uint4* body = reinterpret_cast<const uint4*>(row + row_head) + begin;
     for (index_t c = 0; c < chunks; ++c) {
       const index_t first = c * cluster_chunk_vectors;
       const index_t n =
@@ -237,6 +259,9 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
       }
     }
   }
+  for (index_t j = threadIdx.x; j < head; j += threads) {
+    observe_one(s, logit_to_float(row[j]), k);
+  }
   if (last) {
     for (index_t j = tail_begin + threadIdx.x; j < vocab; j += threads) {
       observe_one(s, logit_to_float(row[j]), k);
@@ -253,13 +278,21 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
   cluster_wait(); // every rank's exchange barrier is initialised
   if (threadIdx.x < 32) {
     const bool valid_id = id >= 0 && id < vocab;
-    const index_t id_vector = id / width;
-    const index_t holder = id_vector < vectors ? id_vector / slice_vectors : ranks - 1;
+    bool in_body = id < tail_begin;
+    index_t holder = 0;
+    if constexpr (AnyStart) {
+      in_body = in_body && id >= row_head;
+      holder = in_body ? (id - row_head) / width / slice_vectors : (id < row_head ? 0 : ranks - 1);
+    } else {
+      const index_t id_vector = id / width;
+      holder = id_vector < vectors ? id_vector / slice_vectors : ranks - 1;
+    }
     float target = 0.0f;
     if (threadIdx.x == 0 && valid_id && holder == rank) {
-      target = id < tail_begin
-                   ? logit_to_float(reinterpret_cast<const T*>(slice)[id - begin * width])
-                   : logit_to_float(row[id]); // the tail: the last rank, before it writes
+      // The head (rank 0) and the tail (the last rank) from global memory, before they are written.
+      target =
+          in_body ? logit_to_float(reinterpret_cast<const T*>(slice)[id - row_head - begin * width])
+                  : logit_to_float(row[id]);
     }
     const uint4 words{__float_as_uint(total.max), __float_as_uint(total.offset),
                       __float_as_uint(total.sum), __float_as_uint(total.weighted)};
@@ -341,12 +374,15 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
     log_probs_out[r] = token_id >= 0 ? lp_slot : 0.0f;
   }
 
-  // 4. d loss / d logits of the slice, from shared memory; the tail from global memory.
+  // 4. d loss / d logits of the slice, from shared memory; the head and tail from global memory.
   const float g = grad_slot;
   if (token_id < 0) {
     const uint4 zero{0u, 0u, 0u, 0u};
     for (index_t v = threadIdx.x; v < count; v += threads) {
       out_body[v] = zero;
+    }
+    for (index_t j = threadIdx.x; j < head; j += threads) {
+      out[j] = float_to_logit<T>(0.0f);
     }
     if (last) {
       for (index_t j = tail_begin + threadIdx.x; j < vocab; j += threads) {
@@ -369,13 +405,14 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
       for (int u = 0; u < unroll; ++u) {
         const index_t w = v + u * threads;
         __stcs(out_body + w,
-               vector_gradient<false, T>(raw[u], (begin + w) * width, token_id, k, prob_offset,
-                                         0.0f, 0.0f, inv_temperature, g));
+               vector_gradient<false, T>(raw[u], row_head + (begin + w) * width, token_id, k,
+                                         prob_offset, 0.0f, 0.0f, inv_temperature, g));
       }
     }
     for (; v < count; v += threads) {
-      __stcs(out_body + v, vector_gradient<false, T>(slice[v], (begin + v) * width, token_id, k,
-                                                     prob_offset, 0.0f, 0.0f, inv_temperature, g));
+      __stcs(out_body + v,
+             vector_gradient<false, T>(slice[v], row_head + (begin + v) * width, token_id, k,
+                                       prob_offset, 0.0f, 0.0f, inv_temperature, g));
     }
     if (last) {
       for (index_t j = tail_begin + threadIdx.x; j < vocab; j += threads) {
@@ -383,12 +420,16 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
         out[j] = float_to_logit<T>(math::log_prob_logit_grad(p, j == token_id, g, inv_temperature));
       }
     }
+    for (index_t j = threadIdx.x; j < head; j += threads) { // the same for the head
+      const float p = math::softmax_fast_prob(logit_to_float(row[j]), k, prob_offset);
+      out[j] = float_to_logit<T>(math::log_prob_logit_grad(p, j == token_id, g, inv_temperature));
+    }
   } else {
     const math::softmax_partial<float> stats = exact_stats;
     const float log_sum = math::log(stats.sum);
     for (index_t v = threadIdx.x; v < count; v += threads) {
-      out_body[v] = vector_gradient<true, T>(slice[v], (begin + v) * width, token_id, k, 0.0f,
-                                             stats.max, log_sum, inv_temperature, g);
+      out_body[v] = vector_gradient<true, T>(slice[v], row_head + (begin + v) * width, token_id, k,
+                                             0.0f, stats.max, log_sum, inv_temperature, g);
     }
     if (last) {
       for (index_t j = tail_begin + threadIdx.x; j < vocab; j += threads) {
@@ -397,6 +438,12 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
         out[j] = float_to_logit<T>(
             math::token_log_prob_logit_grad(log_p, j == token_id, g, 0.0f, 0.0f, inv_temperature));
       }
+    }
+    for (index_t j = threadIdx.x; j < head; j += threads) { // the same for the head
+      const float log_p =
+          math::log_softmax_from(logit_to_float(row[j]), stats.max, log_sum, inv_temperature);
+      out[j] = float_to_logit<T>(
+          math::token_log_prob_logit_grad(log_p, j == token_id, g, 0.0f, 0.0f, inv_temperature));
     }
   }
 #else
