@@ -259,9 +259,8 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
   // The cluster size by batch shape (the same 2^21 token slots viewed as rows x cols, cols =
   // 2^21 / rows; 10922 and 5461 are not multiples of 4: the shifted 16-byte path): the measurements
   // behind cuda::detail::gae_auto_cluster. One row per shape, the default's time, the others in
-  // the note.
-  // One fused call per k on the same slots viewed as rows x cols, launch shape {8, 1 << 16,
-  // cluster, access}.
+  // the note. padded_ms: one fused call per k on the same slots viewed as rows x cols, launch
+  // shape {8, 1 << 16, cluster, access}.
   const auto padded_ms = [&](index_t rows, index_t cols, int cluster, int access) {
     auto shaped = [&](auto& x) {
       return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(x.data()), rows, cols);

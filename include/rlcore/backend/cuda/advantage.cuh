@@ -326,9 +326,9 @@ void enqueue_gae(const Layout& layout, const Rewards& token_rewards, const Value
 ///   options         rlcore::gae_options (gamma = lambda = 1, whiten off by default)
 ///   ctx             stream and memory resource
 /// Asynchronous on ctx.stream unless options.whiten (the whitening waits for its statistics).
-/// Fastest with fp32 tensors of unit column stride (16-byte loads and stores at any row start,
-/// padded or packed; with T a multiple of 4 and 16-byte aligned rows, also the next round
-/// prefetched); other views are read and written element by element.
+/// Fastest with fp32 tensors of unit column stride: 16-byte loads and stores at any row start,
+/// padded or packed; fastest of all with a padded T a multiple of 4 and 16-byte aligned rows (no
+/// shuffles into place); other views are read and written element by element.
 template <batch_layout Layout, class Rewards, class Values, class Advantages, class Returns>
 requires std::same_as<typename Layout::space, device_space>
 void gae_advantages(const Layout& layout, const Rewards& token_rewards, const Values& values,
