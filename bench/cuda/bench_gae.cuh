@@ -211,6 +211,17 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
   const double ms_graph = graph_ms_per_call(
       50, quick ? 2 : 5, [&](int k, cudaStream_t stream) { fused_call({}, k, stream); });
   record("  fused, default shape, 50 calls in a CUDA graph (per call)", ms_graph, bytes);
+  // The same calls launched plainly (gae_launch::dependent = false): each grid is scheduled only
+  // after the previous one has ended, as before programmatic dependent launch.
+  record("  fused, default shape, plain launches (not programmatic dependents)",
+         fused_ms({8, 1 << 16, 0, 0, false}), bytes);
+  record("  fused, default shape, plain launches, 50 calls in a CUDA graph (per call)",
+         graph_ms_per_call(50, quick ? 2 : 5,
+                           [&](int k, cudaStream_t stream) {
+                             fused_call({8, 1 << 16, 0, 0, false}, k, stream);
+                           }),
+         bytes);
+  record("  fused, default shape, second pass", fused_ms({}), bytes);
   record("  fused, one block per row (cluster 1)", fused_ms({8, 1 << 16, 1}), bytes);
   record("  fused, 2-CTA clusters per row", fused_ms({8, 1 << 16, 2}), bytes);
   record("  fused, one block per row, 50 calls in a CUDA graph (per call)",

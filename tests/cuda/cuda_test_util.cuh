@@ -4,6 +4,7 @@
 #include "../common/check_invalid.hpp"
 
 #include <rlcore/backend/cuda/cuda.cuh>
+#include <rlcore/backend/cuda/kernels/grid_dependency.cuh>
 
 #include <doctest/doctest.h>
 
@@ -27,6 +28,21 @@ std::vector<T> to_host(const thrust::device_vector<T>& d) {
 template <class T>
 thrust::device_vector<T> to_device(const std::vector<T>& h) {
   return thrust::device_vector<T>(h.begin(), h.end());
+}
+
+/// Copies source[0, n) to out after spinning `cycles` clock cycles, having let the stream's next
+/// kernel be scheduled at its start (griddepcontrol.launch_dependents): a producer that still runs
+/// when its programmatic dependent starts. Launch on the dependent's stream.
+template <class T>
+__global__ void delayed_copy(T* out, const T* source, rlcore::index_t n, long long cycles) {
+  rlcore::cuda::detail::allow_dependent_grids();
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+  for (rlcore::index_t k = blockIdx.x * blockDim.x + threadIdx.x; k < n;
+       k += gridDim.x * blockDim.x) {
+    out[k] = source[k];
+  }
 }
 
 /// n uniform values in [lo, hi).

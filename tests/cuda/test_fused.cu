@@ -531,3 +531,46 @@ TEST_CASE("tiled objective: consecutive calls on one temporary storage, two stre
     RLCORE_CUDA_CHECK(cudaStreamDestroy(s2));
   }
 }
+
+TEST_CASE("fused objective as a programmatic dependent: reads what the previous kernel wrote") {
+  // The log-probs are written by a kernel that spins ~1 ms first and lets its dependent start;
+  // the tiled kernel (a programmatic dependent on sm_90) must read them, not the zeros before:
+  // the same bits as a call on inputs copied before the call.
+  const token_batch b(300, 1024, 61);
+  const auto o = rlcore::grpo_options{}.as_policy_options();
+  const index_t n = b.rows * b.cols;
+  const auto dmask = to_device(b.mask);
+  const auto source = to_device(b.lp);
+  const auto old = to_device(b.old);
+  const auto ref = to_device(b.ref);
+  const auto adv = to_device(b.adv);
+  const auto layout = rlcore::cuda::padded(dmat(dmask, b.rows, b.cols));
+  std::size_t temp_bytes = rlcore::cuda::detail::fused_policy_temp_bytes(b.rows);
+  thrust::device_vector<unsigned char> temp(temp_bytes);
+  void* d_temp = thrust::raw_pointer_cast(temp.data());
+  cudaStream_t stream{};
+  RLCORE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  const rlcore::device_context c{stream};
+  const auto call = [&](const thrust::device_vector<float>& lp,
+                        thrust::device_vector<float>& grad) {
+    using V = decltype(dmat(lp, b.rows, b.cols));
+    auto g = dmat(grad, b.rows, b.cols);
+    rlcore::cuda::policy_objective(
+        d_temp, temp_bytes, layout,
+        rlcore::policy_inputs<V, V, V, V>{dmat(lp, b.rows, b.cols), dmat(old, b.rows, b.cols),
+                                          dmat(adv, b.rows, b.cols), dmat(ref, b.rows, b.cols)},
+        g, rlcore::none, o, c);
+    return rlcore::cuda::finish_policy_objective(d_temp, o, false, c);
+  };
+  thrust::device_vector<float> grad_before(n, 5.0f);
+  const rlcore::objective_result before = call(source, grad_before);
+  thrust::device_vector<float> lp(n, 0.0f);
+  thrust::device_vector<float> grad(n, 5.0f);
+  delayed_copy<<<64, 256, 0, stream>>>(thrust::raw_pointer_cast(lp.data()),
+                                       thrust::raw_pointer_cast(source.data()), n, 2000000);
+  RLCORE_CUDA_CHECK(cudaGetLastError());
+  const rlcore::objective_result after = call(lp, grad);
+  RLCORE_CUDA_CHECK(cudaStreamDestroy(stream));
+  CHECK(std::memcmp(&after, &before, sizeof(after)) == 0);
+  CHECK(bitwise_equal(to_host(grad), to_host(grad_before)));
+}

@@ -13,6 +13,7 @@
 #include "../../advantage/gae.hpp"
 #include "execution.cuh"
 #include "kernels/gae_kernels.cuh"
+#include "launch.cuh"
 
 #include <atomic>
 #include <cstddef>
@@ -35,6 +36,8 @@ struct gae_launch {
                                 ///< or the kernel's code cannot run clusters)
   int access = 0; ///< 0 chooses (gae_access_of), 1 every access through the views (per element),
                   ///< 2 the shifted 16-byte path where the views allow it (else per element)
+  bool dependent = true; ///< launched as the programmatic dependent of the stream's previous
+                         ///< launch (sm_90+): scheduled while that grid ends, waits on the device
 };
 
 /// True when a per-token view can take the shifted 16-byte path: fp32 with unit column stride
@@ -138,30 +141,23 @@ bool gae_cluster_ready(Kernel* kernel, int size, int threads, std::atomic<int>* 
 template <int Threads, int Items, int Cluster, gae_access Access, class Layout, class R, class V,
           class A, class Ret>
 bool launch_gae_kernel(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
-                       double gamma, double lambda, index_t groups, cudaStream_t stream) {
+                       double gamma, double lambda, index_t groups, bool dependent,
+                       cudaStream_t stream) {
   auto* kernel = gae_rows_kernel<Threads, Items, Cluster, Access, double, Layout, R, V, A, Ret>;
+  kernel_launch l{};
+  l.grid = static_cast<unsigned>(groups * Cluster);
+  l.threads = Threads;
+  l.stream = stream;
+  l.cluster = Cluster;
+  l.dependent = dependent && dependent_launch_supported();
   if constexpr (Cluster > 1) {
     constexpr int cached_devices = 64;
     static std::atomic<int> ready[cached_devices]{}; // 0 unknown, 1 ready, 2 not ready
     if (!gae_cluster_ready(kernel, Cluster, Threads, ready, cached_devices)) {
       return false;
     }
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(static_cast<unsigned>(groups * Cluster));
-    config.blockDim = dim3(Threads);
-    config.stream = stream;
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = Cluster;
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    RLCORE_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, layout, r, v, a, ret, gamma, lambda));
-  } else {
-    kernel<<<static_cast<unsigned>(groups), Threads, 0, stream>>>(layout, r, v, a, ret, gamma,
-                                                                  lambda);
   }
+  launch_kernel(kernel, l, layout, r, v, a, ret, gamma, lambda);
   RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::gae_rows_kernel");
   return true;
 }
@@ -170,7 +166,7 @@ bool launch_gae_kernel(const Layout& layout, const R& r, const V& v, const A& a,
 /// type is fp32 (aligned: padded layouts only).
 template <int Threads, int Items, int Cluster, class Layout, class R, class V, class A, class Ret>
 bool launch_gae_rows(const Layout& layout, const R& r, const V& v, const A& a, const Ret& ret,
-                     double gamma, double lambda, index_t groups, gae_access access,
+                     double gamma, double lambda, index_t groups, gae_access access, bool dependent,
                      cudaStream_t stream) {
   constexpr bool fp32 =
       std::is_same_v<
@@ -179,17 +175,17 @@ bool launch_gae_rows(const Layout& layout, const R& r, const V& v, const A& a, c
   if constexpr (fp32 && !Layout::is_packed) {
     if (access == gae_access::aligned) {
       return launch_gae_kernel<Threads, Items, Cluster, gae_access::aligned>(
-          layout, r, v, a, ret, gamma, lambda, groups, stream);
+          layout, r, v, a, ret, gamma, lambda, groups, dependent, stream);
     }
   }
   if constexpr (fp32) {
     if (access == gae_access::shifted) {
       return launch_gae_kernel<Threads, Items, Cluster, gae_access::shifted>(
-          layout, r, v, a, ret, gamma, lambda, groups, stream);
+          layout, r, v, a, ret, gamma, lambda, groups, dependent, stream);
     }
   }
   return launch_gae_kernel<Threads, Items, Cluster, gae_access::element>(
-      layout, r, v, a, ret, gamma, lambda, groups, stream);
+      layout, r, v, a, ret, gamma, lambda, groups, dependent, stream);
 }
 
 /// CTAs per row chosen for `rows` rows of `mean_length` tokens in chunks of `chunk_tokens`, on a
@@ -262,8 +258,8 @@ void launch_gae_items(const Layout& layout, const R& r, const V& v, const A& a, 
   };
   const auto run = [&](auto size_constant) {
     constexpr int size = decltype(size_constant)::value;
-    return launch_gae_rows<threads, Items, size>(layout, r, v, a, ret, gamma, lambda,
-                                                 groups_for(size), access, stream);
+    return launch_gae_rows<threads, Items, size>(
+        layout, r, v, a, ret, gamma, lambda, groups_for(size), access, launch.dependent, stream);
   };
   bool launched = false;
   if (cluster >= 8) {

@@ -20,6 +20,7 @@
 #include "../../objective/policy.hpp"
 #include "execution.cuh"
 #include "kernels/policy_kernels.cuh"
+#include "launch.cuh"
 
 #include <cstddef>
 #include <type_traits>
@@ -31,9 +32,11 @@ namespace detail {
 /// How tile_chunks_reduce_kernel is launched after the tiled kernel (tests and benchmarks: the
 /// result never depends on it).
 enum class policy_tail {
-  dependent_kernel, ///< as a programmatic dependent launch (sm_90+; a plain launch on older
-                    ///< devices): its block waits for the tiled grid on the device
-  kernel,           ///< a plain launch
+  dependent_kernel, ///< the tiled kernel as the programmatic dependent of the stream's previous
+                    ///< launch and the tail kernel as the tiled kernel's (sm_90+; plain launches
+                    ///< on older devices): each is scheduled while the previous grid ends and
+                    ///< waits for it on the device
+  kernel,           ///< both launched plainly
 };
 
 /// Launch knobs of the tiled kernel (tests and benchmarks): the result never depends on them.
@@ -41,24 +44,6 @@ struct policy_launch {
   index_t max_blocks = 0; ///< grid cap of the tiled kernel; 0 = one full wave of the device
   policy_tail tail = policy_tail::dependent_kernel;
 };
-
-/// Launches `kernel` on ctx.stream as the programmatic dependent of the previous launch in the
-/// stream (cudaLaunchAttributeProgrammaticStreamSerialization), or as a plain launch.
-template <class... Params, class... Args>
-void launch_maybe_dependent(void (*kernel)(Params...), unsigned grid, unsigned threads,
-                            bool dependent, const device_context& ctx, Args&&... args) {
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(grid);
-  config.blockDim = dim3(threads);
-  config.dynamicSmemBytes = 0;
-  config.stream = ctx.stream;
-  config.attrs = dependent ? &attribute : nullptr;
-  config.numAttrs = dependent ? 1 : 0;
-  RLCORE_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
-}
 
 /// Bytes of temporary storage of the fused objective, the larger of the two kernels' needs:
 /// warp-per-row kernel [sums | block partials | row stats], tiled kernel [sums | chunk slots].
@@ -117,8 +102,11 @@ inline tile_scratch make_tile_scratch(rlcore::detail::policy_token_sums* sums, i
 /// programmatic dependent of the kernel just enqueued when `dependent` (sm_90+).
 inline void enqueue_tile_chunks_reduce(const tile_scratch& scratch, bool dependent,
                                        const device_context& ctx) {
-  launch_maybe_dependent(tile_chunks_reduce_kernel, 1, chunk_reduce_threads, dependent, ctx,
-                         scratch);
+  kernel_launch l{};
+  l.threads = chunk_reduce_threads;
+  l.stream = ctx.stream;
+  l.dependent = dependent;
+  launch_kernel(tile_chunks_reduce_kernel, l, scratch);
 }
 
 /// Runs the tiled kernel (row sums into chunk slots) and the sum of the slots into sums[0], as
@@ -135,7 +123,12 @@ void enqueue_policy_tiles(const Layout& layout, const Views& views, const Grad& 
   const auto run = [&](auto kernel) {
     const unsigned grid =
         policy_tiles_grid(kernel, Config::threads, scratch.chunks, launch, device);
-    kernel<<<grid, Config::threads, 0, ctx.stream>>>(layout, views, grad, p, scratch);
+    kernel_launch l{};
+    l.grid = grid;
+    l.threads = Config::threads;
+    l.stream = ctx.stream;
+    l.dependent = dependent;
+    launch_kernel(kernel, l, layout, views, grad, p, scratch);
     RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::clipped_policy_tiles_kernel");
     enqueue_tile_chunks_reduce(scratch, dependent, ctx);
   };

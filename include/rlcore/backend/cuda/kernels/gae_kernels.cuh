@@ -40,6 +40,7 @@
 
 #include "../../../config.hpp"
 #include "../../../math/advantage.hpp"
+#include "grid_dependency.cuh"
 #include "vector_rows.cuh"
 
 #include <cstdint>
@@ -698,6 +699,10 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks_of<Items, Access>)
   if constexpr (Cluster > 1) {
     gae_init_exchange(received_barriers);
   }
+  // Launched as the programmatic dependent of the stream's previous grid (advantage.cuh): its
+  // memory is complete past this point. The next grid may be scheduled now (it waits likewise).
+  wait_for_prior_grids();
+  allow_dependent_grids();
   const gae_carry_then_op<C> then{};
   const auto rank = static_cast<int>(blockIdx.x % Cluster);
   const int warp = static_cast<int>(threadIdx.x / 32);

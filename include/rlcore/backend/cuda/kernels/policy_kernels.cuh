@@ -18,6 +18,7 @@
 
 #include "../../../config.hpp"
 #include "execution_kernels.cuh"
+#include "grid_dependency.cuh"
 #include "vector_rows.cuh"
 
 #include "../../../math/kl.hpp"
@@ -370,14 +371,13 @@ inline constexpr int chunk_reduce_threads = 256;
 /// an order fixed by s.chunks alone: thread j adds slots j, j + 256, ... in order (loads through
 /// L2: the slots were written by other SMs), then a cub block reduction (fixed tree). Launched
 /// after the tiled kernel in the same stream, on sm_90 as its programmatic dependent: the block is
-/// scheduled as the tiled grid ends and waits for its completion and memory (griddepcontrol.wait)
+/// scheduled as the tiled grid ends and waits for its completion and memory (wait_for_prior_grids)
 /// before reading, which saves most of a launch gap.
 __global__ void __launch_bounds__(chunk_reduce_threads) tile_chunks_reduce_kernel(tile_scratch s) {
   using block_reduce = cub::BlockReduce<tile_sums, chunk_reduce_threads>;
   __shared__ typename block_reduce::TempStorage storage;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
+  wait_for_prior_grids();
+  allow_dependent_grids(); // the next call's tiled kernel may be scheduled (it waits likewise)
   tile_sums acc;
   for (index_t slot = threadIdx.x; slot < s.chunks; slot += chunk_reduce_threads) {
 #pragma unroll
@@ -487,6 +487,10 @@ __global__ void __launch_bounds__(Config::threads, Config::min_blocks)
   const kl_estimator estimator = KlK3 ? kl_estimator::k3 : p.kl;
   const float dual_clip = Plain ? 0.0f : p.dual_clip;
   const float delta_clip = Plain ? 0.0f : p.delta_clip;
+  // Launched as the programmatic dependent of the stream's previous grid (policy.cuh): its memory
+  // is complete past this point. The tail kernel may be scheduled now (it waits likewise).
+  wait_for_prior_grids();
+  allow_dependent_grids();
   // Valid tokens of the warp's first row.
   unsigned count = static_cast<unsigned>(cols);
   {
