@@ -42,6 +42,8 @@ __global__ void empty_kernel() {
 __global__ void gae_bytes_reference(const float4* rewards, const float4* values,
                                     const unsigned* mask, float4* advantages, float4* returns,
                                     index_t groups) {
+  rlcore::cuda::detail::wait_for_prior_grids(); // no-op unless launched as a dependent
+  rlcore::cuda::detail::allow_dependent_grids();
   const index_t k = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (k >= groups) {
     return;
@@ -68,6 +70,8 @@ __global__ void __launch_bounds__(256, 4)
   using map = rlcore::math::gae_carry_map<double>;
   constexpr int items = 8;
   constexpr index_t chunk = 256 * items;
+  d::wait_for_prior_grids(); // no-op unless launched as a dependent
+  d::allow_dependent_grids();
   const double gamma_lambda = gamma * lambda;
   const index_t i = blockIdx.x / 2;
   const auto rank = static_cast<index_t>(blockIdx.x % 2);
@@ -238,32 +242,45 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
          fused_ms({8, 1 << 16, 8}), bytes);
   record("  fused, 256 threads x 16 tokens, cluster 1", fused_ms({16, 1 << 16, 1}), bytes);
   record("  fused, 256 threads x 16 tokens, 2-CTA clusters", fused_ms({16, 1 << 16, 2}), bytes);
-  // Where the time goes (a probe, not a GAE): the data path of the fused kernel alone.
-  record("  probe (not a GAE): coalesced loads, 2 x 4-token folds, walks, stores; no scan",
-         time_ms(
-             [&](int k) {
-               const int s = k % set_count;
-               gae_coalesced_probe<<<static_cast<unsigned>(2 * n), 256>>>(
-                   thrust::raw_pointer_cast(r[s].data()), thrust::raw_pointer_cast(v[s].data()),
-                   thrust::raw_pointer_cast(mk[s].data()), thrust::raw_pointer_cast(a[s].data()),
-                   thrust::raw_pointer_cast(ret[s].data()), t_len, 0.99, 0.95);
-             },
-             quick ? 5 : 50),
-         bytes);
+  // Where the time goes (a probe, not a GAE): the data path of the fused kernel alone; and a
+  // trivial kernel moving the same bytes. Both plain and as programmatic dependents (as the GAE).
   const index_t groups = tokens / 4;
-  record("  reference: elementwise kernel moving the same 17 B/token (16-byte accesses)",
-         time_ms(
-             [&](int k) {
-               const int s = k % set_count;
-               gae_bytes_reference<<<static_cast<unsigned>((groups + 255) / 256), 256>>>(
-                   reinterpret_cast<const float4*>(thrust::raw_pointer_cast(r[s].data())),
-                   reinterpret_cast<const float4*>(thrust::raw_pointer_cast(v[s].data())),
-                   reinterpret_cast<const unsigned*>(thrust::raw_pointer_cast(mk[s].data())),
-                   reinterpret_cast<float4*>(thrust::raw_pointer_cast(a[s].data())),
-                   reinterpret_cast<float4*>(thrust::raw_pointer_cast(ret[s].data())), groups);
-             },
-             quick ? 5 : 50),
-         bytes);
+  for (const bool dependent : {false, true}) {
+    namespace cd = rlcore::cuda::detail;
+    cd::kernel_launch probe{};
+    probe.grid = static_cast<unsigned>(2 * n);
+    probe.threads = 256;
+    probe.dependent = dependent && cd::dependent_launch_supported();
+    cd::kernel_launch reference = probe;
+    reference.grid = static_cast<unsigned>((groups + 255) / 256);
+    const std::string how = dependent ? ", programmatic dependents" : ", plain launches";
+    record("  probe (not a GAE): coalesced loads, 2 x 4-token folds, walks, stores; no scan" + how,
+           time_ms(
+               [&](int k) {
+                 const int s = k % set_count;
+                 cd::launch_kernel(
+                     gae_coalesced_probe, probe, thrust::raw_pointer_cast(r[s].data()),
+                     thrust::raw_pointer_cast(v[s].data()), thrust::raw_pointer_cast(mk[s].data()),
+                     thrust::raw_pointer_cast(a[s].data()), thrust::raw_pointer_cast(ret[s].data()),
+                     t_len, 0.99, 0.95);
+               },
+               quick ? 5 : 50),
+           bytes);
+    record("  reference: elementwise kernel moving the same 17 B/token (16-byte accesses)" + how,
+           time_ms(
+               [&](int k) {
+                 const int s = k % set_count;
+                 cd::launch_kernel(
+                     gae_bytes_reference, reference,
+                     reinterpret_cast<const float4*>(thrust::raw_pointer_cast(r[s].data())),
+                     reinterpret_cast<const float4*>(thrust::raw_pointer_cast(v[s].data())),
+                     reinterpret_cast<const unsigned*>(thrust::raw_pointer_cast(mk[s].data())),
+                     reinterpret_cast<float4*>(thrust::raw_pointer_cast(a[s].data())),
+                     reinterpret_cast<float4*>(thrust::raw_pointer_cast(ret[s].data())), groups);
+               },
+               quick ? 5 : 50),
+           bytes);
+  }
   record("  GAE generic gae_advantages (one reverse_scan_rows)", ms_scan, bytes,
          "speed-up vs one thread per sequence: " + std::to_string(ms_naive / ms_scan));
   record("  GAE one thread per sequence (reference point)", ms_naive, bytes);
@@ -272,7 +289,8 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
   // behind cuda::detail::gae_auto_cluster. One row per shape, the default's time, the others in
   // the note. padded_ms: one fused call per k on the same slots viewed as rows x cols, launch
   // shape {8, 1 << 16, cluster, access}.
-  const auto padded_ms = [&](index_t rows, index_t cols, int cluster, int access) {
+  const auto padded_ms = [&](index_t rows, index_t cols, int cluster, int access,
+                             bool dependent = true) {
     auto shaped = [&](auto& x) {
       return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(x.data()), rows, cols);
     };
@@ -283,7 +301,7 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
           auto rv = shaped(ret[s]);
           rlcore::cuda::detail::enqueue_gae(rlcore::cuda::padded(shaped(mk[s])), shaped(r[s]),
                                             shaped(v[s]), av, rv, options, ctx,
-                                            {8, 1 << 16, cluster, access});
+                                            {8, 1 << 16, cluster, access, dependent});
         },
         quick ? 3 : 20);
   };
@@ -309,6 +327,8 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
   }
   record("  padded 256 x 8191 (rows at every residue mod 4), default (shifted 16-byte)",
          padded_ms(256, 8191, 0, 0), 17.0 * 256 * 8191);
+  record("  padded 256 x 8191, shifted, plain launches (not programmatic dependents)",
+         padded_ms(256, 8191, 0, 0, false), 17.0 * 256 * 8191);
   record("  padded 256 x 8191, per-element path (access 1)", padded_ms(256, 8191, 0, 1),
          17.0 * 256 * 8191);
   record("  256 x 8192 on the shifted path (access 2: every row at offset 0)",
@@ -330,20 +350,21 @@ void bench_gae(rlcore::device_context& ctx, bool quick) {
     for (int s = 0; s < set_count; ++s) {
       layouts.push_back(rlcore::cuda::packed(d_offsets, flat(mk[s])));
     }
-    const auto packed_ms = [&](int access) {
+    const auto packed_ms = [&](int access, bool dependent = true) {
       return time_ms(
           [&](int k) {
             const int s = k % set_count;
             auto av = flat(a[s]);
             auto rv = flat(ret[s]);
             rlcore::cuda::detail::enqueue_gae(layouts[s], flat(r[s]), flat(v[s]), av, rv, options,
-                                              ctx, {8, 1 << 16, 0, access});
+                                              ctx, {8, 1 << 16, 0, access, dependent});
           },
           quick ? 3 : 20);
     };
     const std::string name =
         "  packed 256 rows of 8192 - (i % 7) x 13 tokens (" + std::to_string(total) + ")";
     record(name + ", default (shifted 16-byte)", packed_ms(0), 17.0 * double(total));
+    record(name + ", shifted, plain launches", packed_ms(0, false), 17.0 * double(total));
     record(name + ", per-element path (access 1)", packed_ms(1), 17.0 * double(total));
   }
   // Launch overhead floor: an empty kernel back to back, and in a graph.

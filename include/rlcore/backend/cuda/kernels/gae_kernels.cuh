@@ -700,9 +700,10 @@ __global__ void __launch_bounds__(Threads, gae_min_blocks_of<Items, Access>)
     gae_init_exchange(received_barriers);
   }
   // Launched as the programmatic dependent of the stream's previous grid (advantage.cuh): its
-  // memory is complete past this point. The next grid may be scheduled now (it waits likewise).
+  // memory is complete past this point. No early allow_dependent_grids(): the next grid's CTAs
+  // are scheduled as this grid's CTAs exit (waiting CTAs scheduled earlier slowed the 3-CTA
+  // shifted path by ~17% on the H200, docs/benchmarks.md).
   wait_for_prior_grids();
-  allow_dependent_grids();
   const gae_carry_then_op<C> then{};
   const auto rank = static_cast<int>(blockIdx.x % Cluster);
   const int warp = static_cast<int>(threadIdx.x / 32);
