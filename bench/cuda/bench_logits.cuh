@@ -71,8 +71,9 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
   const auto resident_clusters = [&] {
     const auto plan =
         rlcore::cuda::detail::plan_cluster<__nv_bfloat16>(cluster_kernel, view, grad_view, 0);
-    cudaLaunchAttribute attribute{};
-    const auto config = rlcore::cuda::detail::cluster_launch_config(plan, 1, nullptr, attribute);
+    cudaLaunchAttribute attributes[2]{};
+    const auto config = rlcore::cuda::detail::launch_config(
+        rlcore::cuda::detail::cluster_kernel_launch(plan, 1, nullptr), attributes);
     int clusters = 0;
     CHECK_CUDA(cudaOccupancyMaxActiveClusters(&clusters, cluster_kernel, &config));
     return std::to_string(clusters) + " resident clusters of " + std::to_string(plan.size);

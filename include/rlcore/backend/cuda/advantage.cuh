@@ -99,41 +99,31 @@ gae_access gae_access_of(const Layout& layout, const R& r, const V& v, const A& 
 /// compiled only there), at least one resident cluster. `cache` (one per kernel instantiation)
 /// keeps the answer per device.
 template <class Kernel>
-bool gae_cluster_ready(Kernel* kernel, int size, int threads, std::atomic<int>* cache,
-                       int cached_devices) {
-  int device = 0;
-  RLCORE_CUDA_CHECK(cudaGetDevice(&device));
-  const bool cacheable = device >= 0 && device < cached_devices;
-  if (cacheable) {
-    const int known = cache[device].load(std::memory_order_relaxed);
-    if (known != 0) {
-      return known == 1;
-    }
-  }
-  int cluster_launch = 0;
-  RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&cluster_launch, cudaDevAttrClusterLaunch, device));
-  cudaFuncAttributes attributes{};
-  RLCORE_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-  bool ready = cluster_launch != 0 && attributes.binaryVersion >= 90 && attributes.ptxVersion >= 90;
-  if (ready) {
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(static_cast<unsigned>(size));
-    config.blockDim = dim3(static_cast<unsigned>(threads));
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = static_cast<unsigned>(size);
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    int clusters = 0;
-    RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
-    ready = clusters > 0;
-  }
-  if (cacheable) {
-    cache[device].store(ready ? 1 : 2, std::memory_order_relaxed);
-  }
-  return ready;
+bool gae_cluster_ready(Kernel* kernel, int size, int threads,
+                       std::atomic<long long> (&cache)[cached_devices]) {
+  return cached_per_device(
+             cache,
+             [&](int device) {
+               int cluster_launch = 0;
+               RLCORE_CUDA_CHECK(
+                   cudaDeviceGetAttribute(&cluster_launch, cudaDevAttrClusterLaunch, device));
+               cudaFuncAttributes attributes{};
+               RLCORE_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+               if (cluster_launch == 0 || attributes.binaryVersion < 90
+                   || attributes.ptxVersion < 90) {
+                 return 2LL;
+               }
+               kernel_launch l{};
+               l.grid = static_cast<unsigned>(size);
+               l.threads = static_cast<unsigned>(threads);
+               l.cluster = static_cast<unsigned>(size);
+               cudaLaunchAttribute attributes_of_launch[2]{};
+               const cudaLaunchConfig_t config = launch_config(l, attributes_of_launch);
+               int clusters = 0;
+               RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+               return clusters > 0 ? 1LL : 2LL;
+             })
+         == 1;
 }
 
 /// Launches gae_rows_kernel<Threads, Items, Cluster, Access> over `groups` groups of Cluster
@@ -148,12 +138,11 @@ bool launch_gae_kernel(const Layout& layout, const R& r, const V& v, const A& a,
   l.grid = static_cast<unsigned>(groups * Cluster);
   l.threads = Threads;
   l.stream = stream;
-  l.cluster = Cluster;
+  l.cluster = Cluster > 1 ? Cluster : 0;
   l.dependent = dependent && dependent_launch_supported();
   if constexpr (Cluster > 1) {
-    constexpr int cached_devices = 64;
-    static std::atomic<int> ready[cached_devices]{}; // 0 unknown, 1 ready, 2 not ready
-    if (!gae_cluster_ready(kernel, Cluster, Threads, ready, cached_devices)) {
+    static std::atomic<long long> ready[cached_devices]{}; // 1 ready, 2 not ready
+    if (!gae_cluster_ready(kernel, Cluster, Threads, ready)) {
       return false;
     }
   }
@@ -213,27 +202,16 @@ struct gae_device_capacity {
 };
 template <int Threads, int Items, class Kernel>
 gae_device_capacity gae_capacity(Kernel* kernel) {
-  constexpr int cached_devices = 64;
-  static std::atomic<long long> cache[cached_devices]{}; // 0 unknown; else sms << 32 | resident
-  int device = 0;
-  RLCORE_CUDA_CHECK(cudaGetDevice(&device));
-  const bool cacheable = device >= 0 && device < cached_devices;
-  if (cacheable) {
-    const long long known = cache[device].load(std::memory_order_relaxed);
-    if (known != 0) {
-      return {static_cast<index_t>(known >> 32), static_cast<index_t>(known & 0xFFFFFFFFLL)};
-    }
-  }
-  int sms = 0;
-  int per_sm = 0;
-  RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Threads, 0));
-  const long long sm_count = sms > 0 ? sms : 1;
-  const long long resident = sm_count * (per_sm > 0 ? per_sm : 1);
-  if (cacheable) {
-    cache[device].store(sm_count << 32 | resident, std::memory_order_relaxed);
-  }
-  return {static_cast<index_t>(sm_count), static_cast<index_t>(resident)};
+  static std::atomic<long long> cache[cached_devices]{}; // sms << 32 | resident
+  const long long known = cached_per_device(cache, [&](int device) {
+    int sms = 0;
+    int per_sm = 0;
+    RLCORE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Threads, 0));
+    const long long sm_count = sms > 0 ? sms : 1;
+    return sm_count << 32 | sm_count * (per_sm > 0 ? per_sm : 1);
+  });
+  return {static_cast<index_t>(known >> 32), static_cast<index_t>(known & 0xFFFFFFFFLL)};
 }
 
 /// Enqueues the fused GAE kernel of `launch`'s shape with Items tokens per thread: the asked

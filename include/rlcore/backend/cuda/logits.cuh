@@ -35,6 +35,7 @@
 #include "kernels/logits_cluster_kernels.cuh"
 #include "kernels/logits_kernels.cuh"
 #include "kernels/validation_kernels.cuh"
+#include "launch.cuh"
 
 #include <array>
 #include <cstddef>
@@ -321,24 +322,16 @@ struct cluster_plan {
   std::size_t shared_bytes = 0;
 };
 
-/// The launch configuration of `clusters` clusters of `plan` (attribute: storage for the cluster
-/// dimension).
-inline cudaLaunchConfig_t cluster_launch_config(const cluster_plan& plan, index_t clusters,
-                                                cudaStream_t stream,
-                                                cudaLaunchAttribute& attribute) {
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>(clusters * plan.size));
-  config.blockDim = dim3(cluster_logits_threads);
-  config.dynamicSmemBytes = plan.shared_bytes;
-  config.stream = stream;
-  attribute = cudaLaunchAttribute{};
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = static_cast<unsigned>(plan.size);
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  return config;
+/// The launch shape of `clusters` clusters of `plan` on `stream`.
+inline kernel_launch cluster_kernel_launch(const cluster_plan& plan, index_t clusters,
+                                           cudaStream_t stream) {
+  kernel_launch l{};
+  l.grid = static_cast<unsigned>(clusters * plan.size);
+  l.threads = cluster_logits_threads;
+  l.shared_bytes = plan.shared_bytes;
+  l.stream = stream;
+  l.cluster = static_cast<unsigned>(plan.size);
+  return l;
 }
 
 /// Whether every row of `m` starts on a 16-byte boundary (start and row stride in bytes).
@@ -406,8 +399,9 @@ cluster_plan plan_cluster(Kernel* kernel, const matrix_view<const T, device_spac
   cluster_plan plan{size, slice_vectors, slice_bytes(size)};
   RLCORE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(plan.shared_bytes)));
-  cudaLaunchAttribute attribute{};
-  const cudaLaunchConfig_t config = cluster_launch_config(plan, 1, nullptr, attribute);
+  cudaLaunchAttribute launch_attributes[2]{};
+  const cudaLaunchConfig_t config =
+      launch_config(cluster_kernel_launch(plan, 1, nullptr), launch_attributes);
   int clusters = 0;
   RLCORE_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
   return clusters > 0 ? plan : cluster_plan{};
@@ -485,12 +479,10 @@ fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_
       if (plan.size == 0) {
         return false;
       }
-      cudaLaunchAttribute attribute{};
-      const cudaLaunchConfig_t config = cluster_launch_config(plan, slots, ctx.stream, attribute);
-      RLCORE_CUDA_CHECK(
-          cudaLaunchKernelEx(&config, kernel, layout, logits.data, logits.cols, logits.row_stride,
-                             grad_logits_out.data, grad_logits_out.row_stride, ids, make, inv,
-                             log_probs_out, sums.data(), flags.data(), plan.slice_vectors));
+      launch_kernel(kernel, cluster_kernel_launch(plan, slots, ctx.stream), layout, logits.data,
+                    logits.cols, logits.row_stride, grad_logits_out.data,
+                    grad_logits_out.row_stride, ids, make, inv, log_probs_out, sums.data(),
+                    flags.data(), plan.slice_vectors);
       RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::fused_logits_cluster_kernel");
       return true;
     };
