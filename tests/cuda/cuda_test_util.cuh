@@ -5,6 +5,7 @@
 
 #include <rlcore/backend/cuda/cuda.cuh>
 #include <rlcore/backend/cuda/kernels/grid_dependency.cuh>
+#include <rlcore/backend/cuda/launch.cuh>
 
 #include <doctest/doctest.h>
 
@@ -43,6 +44,17 @@ __global__ void delayed_copy(T* out, const T* source, rlcore::index_t n, long lo
        k += gridDim.x * blockDim.x) {
     out[k] = source[k];
   }
+}
+
+/// Enqueues delayed_copy<<<64, 256>>> on `stream` through cudaLaunchKernelEx (a plain launch).
+template <class T>
+void enqueue_delayed_copy(T* out, const T* source, rlcore::index_t n, long long cycles,
+                          cudaStream_t stream) {
+  rlcore::cuda::detail::kernel_launch l{};
+  l.grid = 64;
+  l.threads = 256;
+  l.stream = stream;
+  rlcore::cuda::detail::launch_kernel(delayed_copy<T>, l, out, source, n, cycles);
 }
 
 /// n uniform values in [lo, hi).

@@ -566,8 +566,8 @@ TEST_CASE("fused objective as a programmatic dependent: reads what the previous 
   const rlcore::objective_result before = call(source, grad_before);
   thrust::device_vector<float> lp(n, 0.0f);
   thrust::device_vector<float> grad(n, 5.0f);
-  delayed_copy<<<64, 256, 0, stream>>>(thrust::raw_pointer_cast(lp.data()),
-                                       thrust::raw_pointer_cast(source.data()), n, 2000000);
+  enqueue_delayed_copy(thrust::raw_pointer_cast(lp.data()), thrust::raw_pointer_cast(source.data()),
+                       n, 2000000, stream);
   RLCORE_CUDA_CHECK(cudaGetLastError());
   const rlcore::objective_result after = call(lp, grad);
   RLCORE_CUDA_CHECK(cudaStreamDestroy(stream));

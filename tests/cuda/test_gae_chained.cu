@@ -618,45 +618,52 @@ TEST_CASE("GAE shifted 16-byte path on packed rows at every offset mod 4, empty 
 }
 
 TEST_CASE("GAE as a programmatic dependent: sees the previous kernel's writes, the next its own") {
-  // The rewards are written by a kernel that spins ~1 ms first; GAE (a programmatic dependent on
-  // sm_90) must read them, not the zeros before. A second GAE, also a dependent, takes the first
-  // one's advantages as its rewards and writes over the first one's returns.
+  // The rewards are written by a kernel that lets its dependent start and then spins ~1 ms; GAE
+  // (a programmatic dependent on sm_90) must see them: one block per row and the default shape
+  // (4-CTA clusters for 64 rows). A second GAE, also a dependent, takes the first one's advantages
+  // as its rewards and writes over its returns. This checks the results of dependent launches; it
+  // does not catch a missing wait in the GAE kernel on the H200 (measured with the wait removed:
+  // GAE was not scheduled before the producer ended, and GAE lets its own dependents start only
+  // as its CTAs exit), unlike the objective's test in test_fused.cu.
   const rlcore::gae_options options{0.99, 0.95};
   const gae_batch b(64, 8192, 91);
   const index_t n = b.rows * b.cols;
   const auto dmask = to_device(b.mask);
   const auto source = to_device(b.rewards);
   const auto dv = to_device(b.values);
-  thrust::device_vector<float> dr(n, 0.0f);
-  thrust::device_vector<float> da(n, 9.0f);
-  thrust::device_vector<float> dret(n, 9.0f);
-  thrust::device_vector<float> da2(n, 9.0f);
+  std::vector<double> ha;
+  std::vector<double> hret;
+  cpu_gae(b, options, ha, hret);
   cudaStream_t stream{};
   RLCORE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const rlcore::device_context c{stream};
   const auto layout = rlcore::cuda::padded(dmat(dmask, b.rows, b.cols));
-  delayed_copy<<<64, 256, 0, stream>>>(thrust::raw_pointer_cast(dr.data()),
-                                       thrust::raw_pointer_cast(source.data()), n, 2000000);
-  RLCORE_CUDA_CHECK(cudaGetLastError());
-  auto av = dmat(da, b.rows, b.cols);
-  auto rv = dmat(dret, b.rows, b.cols);
-  rlcore::cuda::detail::enqueue_gae(layout, dmat(dr, b.rows, b.cols), dmat(dv, b.rows, b.cols), av,
-                                    rv, options, c, gae_launch{});
-  auto av2 = dmat(da2, b.rows, b.cols);
-  rlcore::cuda::detail::enqueue_gae(layout, dmat(da, b.rows, b.cols), dmat(dv, b.rows, b.cols), av2,
-                                    rv, options, c, gae_launch{});
-  RLCORE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  for (const gae_launch& launch : {gae_launch{8, 1 << 16, 1}, gae_launch{}}) {
+    INFO("cluster ", launch.cluster);
+    thrust::device_vector<float> dr(n, 0.0f);
+    thrust::device_vector<float> da(n, 9.0f);
+    thrust::device_vector<float> dret(n, 9.0f);
+    thrust::device_vector<float> da2(n, 9.0f);
+    enqueue_delayed_copy(thrust::raw_pointer_cast(dr.data()),
+                         thrust::raw_pointer_cast(source.data()), n, 2000000, stream);
+    RLCORE_CUDA_CHECK(cudaGetLastError());
+    auto av = dmat(da, b.rows, b.cols);
+    auto rv = dmat(dret, b.rows, b.cols);
+    rlcore::cuda::detail::enqueue_gae(layout, dmat(dr, b.rows, b.cols), dmat(dv, b.rows, b.cols),
+                                      av, rv, options, c, launch);
+    auto av2 = dmat(da2, b.rows, b.cols);
+    rlcore::cuda::detail::enqueue_gae(layout, dmat(da, b.rows, b.cols), dmat(dv, b.rows, b.cols),
+                                      av2, rv, options, c, launch);
+    RLCORE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    const auto first = to_host(da);
+    CHECK(scaled_error(first, ha) < 1e-6);
+    gae_batch second = b;
+    second.rewards = first;
+    std::vector<double> ha2;
+    std::vector<double> hret2;
+    cpu_gae(second, options, ha2, hret2);
+    CHECK(scaled_error(to_host(da2), ha2) < 1e-6);
+    CHECK(scaled_error(to_host(dret), hret2) < 1e-6);
+  }
   RLCORE_CUDA_CHECK(cudaStreamDestroy(stream));
-  std::vector<double> ha;
-  std::vector<double> hret;
-  cpu_gae(b, options, ha, hret);
-  const auto first = to_host(da);
-  CHECK(scaled_error(first, ha) < 1e-6);
-  gae_batch second = b;
-  second.rewards = first;
-  std::vector<double> ha2;
-  std::vector<double> hret2;
-  cpu_gae(second, options, ha2, hret2);
-  CHECK(scaled_error(to_host(da2), ha2) < 1e-6);
-  CHECK(scaled_error(to_host(dret), hret2) < 1e-6);
 }
