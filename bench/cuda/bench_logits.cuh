@@ -93,14 +93,6 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
          residency_70);
   CHECK_CUDA(
       cudaFuncSetAttribute(cluster_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, -1));
-  const rlcore::matrix_view<__nv_bfloat16, device_space> in_place{logits, rows, vocab, vocab, 1};
-  const double ms_in_place = time_ms(
-      [&](int) {
-        (void)rlcore::cuda::grpo_loss_from_logits(layout, view, m(ids), m(old), m(ref), m(adv),
-                                                  in_place, {}, {}, ctx);
-      },
-      quick ? 2 : 5, 1);
-  record("  same, d logits written in place over the logits", ms_in_place, 2.0 * read_bytes);
   // The kernel choices of the fused path: cluster sizes (one row per cluster, held in shared
   // memory, one HBM read) and the two-pass kernel (-1: statistics, then the gradient from L2).
   for (const int cluster : {8, 6, 5, 4, 3, 2, -1}) {
@@ -116,6 +108,37 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
                     : std::string("  same, two-pass kernel forced");
     record(name.c_str(), ms, 2.0 * read_bytes);
   }
+  // In place: a call overwrites its input with d logits, and the kernel's speed depends on the
+  // data (below), so every timed call reads freshly filled random logits: the time of fill + call
+  // minus the time of the fill alone, both measured here.
+  const auto refill = [&] { ctx.for_each(elements, fill_bf16{logits, 7u}); };
+  const rlcore::matrix_view<__nv_bfloat16, device_space> in_place{logits, rows, vocab, vocab, 1};
+  const auto fused_in_place = [&] {
+    (void)rlcore::cuda::grpo_loss_from_logits(layout, view, m(ids), m(old), m(ref), m(adv),
+                                              in_place, {}, {}, ctx);
+  };
+  const double ms_fill = time_ms([&](int) { refill(); }, quick ? 2 : 5, 1);
+  const double ms_fill_in_place = time_ms(
+      [&](int) {
+        refill();
+        fused_in_place();
+      },
+      quick ? 2 : 5, 1);
+  record("  same, d logits written in place over the logits", ms_fill_in_place - ms_fill,
+         2.0 * read_bytes,
+         "fill + call " + std::to_string(ms_fill_in_place) + " ms minus fill "
+             + std::to_string(ms_fill) + " ms");
+  // The same out-of-place call on the logits an in-place call left: d logits, near-uniform values.
+  fused_in_place();
+  record("  same, out of place, on logits overwritten by their d logits (data dependence)",
+         time_ms(
+             [&](int) {
+               (void)rlcore::cuda::grpo_loss_from_logits(layout, view, m(ids), m(old), m(ref),
+                                                         m(adv), grad_view, {}, {}, ctx);
+             },
+             quick ? 2 : 5, 1),
+         2.0 * read_bytes);
+  refill();
   // Other vocabulary sizes over the same buffers (rows of V contiguous logits): 32,001 bf16 logits
   // (64,002 bytes) leave the rows not 16-byte aligned (the cluster kernel reads each row's head
   // before the first 16-byte boundary from global memory; the forward, per-element loads there);

@@ -84,12 +84,21 @@ RLCORE_HD inline softmax_fast_state<T> softmax_fast_merge(const softmax_fast_sta
   if (softmax_fast_empty(b)) {
     return a;
   }
-  softmax_fast_state<T> out = a.max < b.max ? b : a;
-  const softmax_fast_state<T>& low = a.max < b.max ? a : b;
-  const T shift = low.offset - out.offset; // <= 0
+  // Field by field selects: a reference to the lower one made the compiler spill both states to
+  // local memory on the GPU (16 bytes each per merge).
+  const bool b_higher = a.max < b.max;
+  softmax_fast_state<T> out;
+  out.max = b_higher ? b.max : a.max;
+  out.offset = b_higher ? b.offset : a.offset;
+  out.sum = b_higher ? b.sum : a.sum;
+  out.weighted = b_higher ? b.weighted : a.weighted;
+  const T low_offset = b_higher ? a.offset : b.offset;
+  const T low_sum = b_higher ? a.sum : b.sum;
+  const T low_weighted = b_higher ? a.weighted : b.weighted;
+  const T shift = low_offset - out.offset; // <= 0
   const T scale = exp2_fast(shift);
-  out.sum += scale * low.sum;
-  out.weighted += scale * (low.weighted + shift * low.sum);
+  out.sum += scale * low_sum;
+  out.weighted += scale * (low_weighted + shift * low_sum);
   return out;
 }
 

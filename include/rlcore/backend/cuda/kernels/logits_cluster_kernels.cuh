@@ -313,9 +313,18 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
     }
     if (threadIdx.x == 0) {
       barrier_wait_parity(&exchange_ready, 0);
-      math::softmax_fast_state<float> merged = rank == 0 ? total : received[0];
+      // Copied by value: selecting a reference to `total` or to a shared slot made the compiler
+      // keep `total` in local memory.
+      const auto partial = [&](index_t q) {
+        math::softmax_fast_state<float> p = total;
+        if (q != rank) {
+          p = received[q];
+        }
+        return p;
+      };
+      math::softmax_fast_state<float> merged = partial(0);
       for (index_t q = 1; q < ranks; ++q) {
-        merged = math::softmax_fast_merge(merged, q == rank ? total : received[q]);
+        merged = math::softmax_fast_merge(merged, partial(q));
       }
       if (valid_id) {
         target_logit = holder == rank ? target : received_target[holder];
