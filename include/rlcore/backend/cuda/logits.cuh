@@ -272,19 +272,24 @@ struct make_policy_token_pass {
   }
 
   /// The inputs the pass reads for valid token (i, t) besides lp: old, A, ref and the token weight
-  /// w = params.weights.row_weight(n_i) (the pass's own formula). The cluster kernel loads them
-  /// into registers at its start, so that the pass after the cluster exchange waits for no load.
+  /// w = params.weights.row_weight(n_i) (the pass's own formula). stage(i, t) only issues the
+  /// loads (weight holds n_i), so that the thread that staged them does not wait for them; weigh()
+  /// turns n_i into w once they have arrived. The cluster kernel stages them at its start and
+  /// weighs them while it waits for the other CTAs' statistics.
   struct staged_inputs {
     float old_log_prob = 0.0f;
     float advantage = 0.0f;
     float ref_log_prob = 0.0f;
-    double weight = 0.0;
+    double weight = 0.0; ///< n_i after stage, w after weigh
   };
 
   __device__ staged_inputs stage(index_t i, index_t t) const {
-    const double row_valid = rows != nullptr ? rows[i].valid : 0.0;
     return {static_cast<float>(old_log_probs(i, t)), static_cast<float>(advantages(i, t)),
-            static_cast<float>(ref_log_probs(i, t)), params.weights.row_weight(row_valid)};
+            static_cast<float>(ref_log_probs(i, t)), rows != nullptr ? rows[i].valid : 0.0};
+  }
+
+  __device__ void weigh(staged_inputs& in) const {
+    in.weight = params.weights.row_weight(in.weight);
   }
 
   /// The same pass over staged inputs and lp, for a valid token, writing d loss / d lp to *grad:

@@ -127,8 +127,9 @@ static_assert(sizeof(math::softmax_fast_state<float>) == 16);
 /// One token slot per cluster of gridDim-consecutive CTAs (cluster dimension C along x):
 /// slice_vectors 16-byte vectors of the row per CTA in dynamic shared memory; rows 16-byte aligned
 /// unless AnyStart (then each row's head is read from global memory). Flags and outputs as
-/// fused_logits_objective_kernel. MakeTokenPass provides stage(i, t) (the token's inputs, loaded
-/// at the start) and the token pass over them (make_policy_token_pass, logits.cuh).
+/// fused_logits_objective_kernel. MakeTokenPass provides stage(i, t) (the token's inputs, loads
+/// issued at the start), weigh (their arithmetic, during the exchange wait) and the token pass over
+/// them (make_policy_token_pass, logits.cuh).
 template <bool UnitTemperature, bool AnyStart, class T, class Id, class Layout, class MakeTokenPass,
           class Sums>
 __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
@@ -312,6 +313,7 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
                          sent_target, barrier);
     }
     if (threadIdx.x == 0) {
+      make_pass.weigh(staged); // its loads have landed by now; the wait below is longer
       barrier_wait_parity(&exchange_ready, 0);
       // Copied by value: selecting a reference to `total` or to a shared slot made the compiler
       // keep `total` in local memory.
