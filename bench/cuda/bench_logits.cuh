@@ -49,14 +49,14 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
     return rlcore::make_matrix_view<device_space>(thrust::raw_pointer_cast(x.data()), n, 1024);
   };
   const rlcore::matrix_view<__nv_bfloat16, device_space> grad_view{grad, rows, vocab, vocab, 1};
-  // Warm-up of 100 calls (0.26 s): on the H200 the first fused calls after the forward rows ran
-  // 1-3% slower than the same call timed later in the run, even after 5 warm-up calls.
+  // On the H200 this first timing of the call measured 1-3% slower than the same call timed later
+  // in the run, with 1, 5 or 100 warm-up calls alike (docs/benchmarks.md; not explained).
   const double ms_fused = time_ms(
       [&](int) {
         (void)rlcore::cuda::grpo_loss_from_logits(layout, view, m(ids), m(old), m(ref), m(adv),
                                                   grad_view, {}, {}, ctx);
       },
-      quick ? 2 : 5, quick ? 1 : 100);
+      quick ? 2 : 5, 1);
   record("fused GRPO from bf16 logits 16x1024x152064 (fwd+bwd)", ms_fused, 2.0 * read_bytes,
          "floor = one read + one write of the logits");
   // The cluster kernel's residency: 3 CTAs of the default 4-CTA plan share an SM when the
