@@ -315,8 +315,8 @@ __global__ void __launch_bounds__(cluster_logits_threads, cluster_min_blocks)
     if (threadIdx.x == 0) {
       make_pass.weigh(staged); // its loads have landed by now; the wait below is longer
       barrier_wait_parity(&exchange_ready, 0);
-      // Copied by value: selecting a reference to `total` or to a shared slot made the compiler
-      // keep `total` in local memory.
+      // By value: selecting a reference to `total` or to a shared slot makes nvcc keep `total` in
+      // local memory.
       const auto partial = [&](index_t q) {
         math::softmax_fast_state<float> p = total;
         if (q != rank) {

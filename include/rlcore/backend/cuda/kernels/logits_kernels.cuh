@@ -311,8 +311,8 @@ block_row_statistics_checked(const T* row, index_t vocab, float inv_temperature,
 /// flags[flag_bad_id] and get 0; rows with a NaN / inf logit record the first such row in
 /// flags[flag_nonfinite] and get the exact formulas' values (-inf logits are probability 0; NaN
 /// and +inf give NaN: the `propagate` policy).
-/// UnitTemperature: tau == 1 is a compile-time constant. 4 blocks per SM (64 registers): without
-/// the bound ptxas also chose 64 registers for bf16 / fp16, and spilled 8 bytes to local memory.
+/// UnitTemperature: tau == 1 is a compile-time constant. 4 blocks per SM: 64 registers, no spill
+/// (without the bound ptxas picks 64 registers for bf16 / fp16 and spills 8 bytes).
 template <bool UnitTemperature, class T, class Id, class Mask>
 __global__ void __launch_bounds__(logits_threads, 4)
     token_log_probs_kernel(const T* logits, index_t rows, index_t vocab, index_t row_stride,
