@@ -59,6 +59,25 @@ void bench_logits(rlcore::device_context& ctx, bool quick) {
       quick ? 2 : 5, 1);
   record("fused GRPO from bf16 logits 16x1024x152064 (fwd+bwd)", ms_fused, 2.0 * read_bytes,
          "floor = one read + one write of the logits");
+  // The two-phase form: calls enqueued back to back on one temporary storage with no wait per
+  // call (a training step that reads the loss once); the last call's loss is read after the batch.
+  const auto grpo_policy = rlcore::grpo_options{}.as_policy_options();
+  std::size_t fused_temp_bytes = 0;
+  rlcore::cuda::policy_loss_from_logits(nullptr, fused_temp_bytes, layout, view, m(ids), m(old),
+                                        m(adv), m(ref), grad_view, grpo_policy, {}, ctx);
+  auto fused_temp = ctx.allocate<unsigned char>(static_cast<index_t>(fused_temp_bytes));
+  const double ms_two_phase = time_ms(
+      [&](int) {
+        rlcore::cuda::policy_loss_from_logits(fused_temp.data(), fused_temp_bytes, layout, view,
+                                              m(ids), m(old), m(adv), m(ref), grad_view,
+                                              grpo_policy, {}, ctx);
+      },
+      quick ? 2 : 5, 1);
+  const double two_phase_loss = rlcore::cuda::finish_policy_loss_from_logits(
+                                    fused_temp.data(), layout, m(ids), vocab, grpo_policy, {}, ctx)
+                                    .loss;
+  record("  same, two-phase form, calls enqueued back to back (no wait per call)", ms_two_phase,
+         2.0 * read_bytes, "loss " + std::to_string(two_phase_loss));
   // The cluster kernel's residency: 3 CTAs of the default 4-CTA plan share an SM when the
   // shared-memory carveout is the largest (228 KB); a carveout hint of 70% leaves room for 2.
   using layout_type = std::remove_cv_t<decltype(layout)>;

@@ -889,3 +889,81 @@ TEST_CASE_TEMPLATE("logits kernels keep their state in registers: no local memor
   CHECK(local_bytes(token_log_probs_kernel<true, T, int, std::uint8_t>) == 0);
   CHECK(local_bytes(token_log_probs_kernel<false, T, int, std::uint8_t>) == 0);
 }
+
+TEST_CASE("fused GRPO from logits: the two-phase form gives the one-call form's bits") {
+  // 8 rows of 8 tokens with masked slots, bf16 logits, seq-mean-token-mean (the row pre-pass).
+  const index_t n = 8;
+  const index_t t_len = 8;
+  const index_t slots = n * t_len;
+  const index_t vocab = 4099;
+  const auto host = random_logits<float>(slots * vocab, 5);
+  std::vector<__nv_bfloat16> host_bf16(host.size());
+  std::transform(host.begin(), host.end(), host_bf16.begin(),
+                 [](float x) { return __float2bfloat16_rn(x); });
+  const thrust::device_vector<__nv_bfloat16> d(host_bf16.begin(), host_bf16.end());
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(slots), 1);
+  for (index_t k = 0; k < slots; k += 5) {
+    mask[static_cast<std::size_t>(k)] = 0;
+  }
+  const auto dmask = to_device(mask);
+  const auto ids = to_device(uniform<int>(static_cast<std::size_t>(slots), 0, 4098, 6));
+  const auto old = to_device(uniform<float>(static_cast<std::size_t>(slots), -9, -8, 7));
+  const auto ref = to_device(uniform<float>(static_cast<std::size_t>(slots), -9, -8, 8));
+  const auto adv = to_device(uniform<float>(static_cast<std::size_t>(slots), -1, 1, 9));
+  const auto layout = rlcore::cuda::padded(dmat(dmask, n, t_len));
+  const rlcore::matrix_view<const __nv_bfloat16, device_space> logits{
+      thrust::raw_pointer_cast(d.data()), slots, vocab, vocab, 1};
+  const auto options = rlcore::grpo_options{}.as_policy_options();
+  thrust::device_vector<__nv_bfloat16> g1(slots * vocab);
+  thrust::device_vector<__nv_bfloat16> g2(slots * vocab);
+  thrust::device_vector<float> lp1(slots);
+  thrust::device_vector<float> lp2(slots);
+  const auto grad = [&](thrust::device_vector<__nv_bfloat16>& g) {
+    return rlcore::matrix_view<__nv_bfloat16, device_space>{thrust::raw_pointer_cast(g.data()),
+                                                            slots, vocab, vocab, 1};
+  };
+  const auto r1 = rlcore::cuda::policy_loss_from_logits(
+      layout, logits, dmat(ids, n, t_len), dmat(old, n, t_len), dmat(adv, n, t_len),
+      dmat(ref, n, t_len), grad(g1), options, {}, ctx, thrust::raw_pointer_cast(lp1.data()));
+
+  std::size_t bytes = 0;
+  rlcore::cuda::policy_loss_from_logits(nullptr, bytes, layout, logits, dmat(ids, n, t_len),
+                                        dmat(old, n, t_len), dmat(adv, n, t_len),
+                                        dmat(ref, n, t_len), grad(g2), options, {}, ctx);
+  REQUIRE(bytes > 0);
+  thrust::device_vector<unsigned char> temp(bytes + 16);
+  void* d_temp = thrust::raw_pointer_cast(temp.data());
+  const auto enqueue = [&](void* at, std::size_t size, const auto& token_ids) {
+    rlcore::cuda::policy_loss_from_logits(at, size, layout, logits, token_ids, dmat(old, n, t_len),
+                                          dmat(adv, n, t_len), dmat(ref, n, t_len), grad(g2),
+                                          options, {}, ctx, thrust::raw_pointer_cast(lp2.data()));
+  };
+  enqueue(d_temp, bytes, dmat(ids, n, t_len)); // twice back to back on one d_temp: the last
+  enqueue(d_temp, bytes, dmat(ids, n, t_len)); // call's result is read
+  const auto r2 = rlcore::cuda::finish_policy_loss_from_logits(d_temp, layout, dmat(ids, n, t_len),
+                                                               vocab, options, {}, ctx);
+  CHECK(std::memcmp(&r1.loss, &r2.loss, sizeof(double)) == 0);
+  CHECK(std::memcmp(&r1.metrics, &r2.metrics, sizeof(r1.metrics)) == 0);
+  CHECK(r2.metrics.valid_tokens
+        == doctest::Approx(
+            static_cast<double>(std::count(mask.begin(), mask.end(), std::uint8_t{1}))));
+  CHECK(bitwise_equal(to_host(g1), to_host(g2)));
+  CHECK(bitwise_equal(to_host(lp1), to_host(lp2)));
+
+  // Arguments: too little storage, a misaligned d_temp; the kernels' errors surface in finish_.
+  check_invalid([&] { enqueue(d_temp, bytes - 1, dmat(ids, n, t_len)); }, "temp_bytes",
+                "expected at least");
+  check_invalid(
+      [&] { enqueue(static_cast<unsigned char*>(d_temp) + 8, bytes, dmat(ids, n, t_len)); },
+      "d_temp", "16-byte aligned");
+  std::vector<int> host_bad(static_cast<std::size_t>(slots), 3);
+  host_bad[9] = static_cast<int>(vocab); // slot 9 is valid (9 % 5 != 0)
+  const auto bad = to_device(host_bad);
+  enqueue(d_temp, bytes, dmat(bad, n, t_len));
+  check_invalid(
+      [&] {
+        (void)rlcore::cuda::finish_policy_loss_from_logits(d_temp, layout, dmat(bad, n, t_len),
+                                                           vocab, options, {}, ctx);
+      },
+      "token_ids", "expected ids in [0, V = 4099), got 4099 at logits row 9");
+}

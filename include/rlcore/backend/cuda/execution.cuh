@@ -135,20 +135,41 @@ struct execution_context<device_space> {
     RLCORE_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
+  /// The length of the `partials` buffer that reduce_into needs for n values.
+  [[nodiscard]] static index_t reduce_partials(index_t n) {
+    return n > 0 ? index_t{cuda::detail::grid_for(n, cuda::detail::reduce_max_blocks)} : 0;
+  }
+
+  /// *out = sum of the n device values (n <= 0: Acc{}), asynchronous, in reduce's fixed order
+  /// (Acc{} + *out has reduce's bits); partials: reduce_partials(n) device values of scratch.
+  template <class Acc>
+  void reduce_into(index_t n, const Acc* values, Acc* partials, Acc* out) const {
+    enqueue_reduce(n, cuda::detail::array_source<Acc>{values}, partials, out);
+  }
+
 private:
+  template <class Acc, class Source>
+  void enqueue_reduce(index_t n, const Source& source, Acc* partials, Acc* out) const {
+    const index_t grid = reduce_partials(n);
+    if (grid > 0) {
+      cuda::detail::reduce_partials_kernel<Acc>
+          <<<static_cast<unsigned>(grid), cuda::detail::block_threads, 0, stream>>>(n, source,
+                                                                                    partials);
+      RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_partials_kernel");
+    }
+    cuda::detail::reduce_final_kernel<Acc>
+        <<<1, cuda::detail::block_threads, 0, stream>>>(grid, partials, out);
+    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_final_kernel");
+  }
+
   template <class Acc, class Source>
   Acc reduce_source(index_t n, Acc init, const Source& source) const {
     if (n <= 0) {
       return init;
     }
-    const unsigned grid = cuda::detail::grid_for(n, cuda::detail::reduce_max_blocks);
-    auto scratch = allocate<Acc>(index_t{grid} + 1);
-    cuda::detail::reduce_partials_kernel<Acc>
-        <<<grid, cuda::detail::block_threads, 0, stream>>>(n, source, scratch.data());
-    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_partials_kernel");
-    cuda::detail::reduce_final_kernel<Acc><<<1, cuda::detail::block_threads, 0, stream>>>(
-        index_t{grid}, scratch.data(), scratch.data() + grid);
-    RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::reduce_final_kernel");
+    const index_t grid = reduce_partials(n);
+    auto scratch = allocate<Acc>(grid + 1);
+    enqueue_reduce(n, source, scratch.data(), scratch.data() + grid);
     Acc total{};
     copy_to_host(scratch.data() + grid, 1, &total);
     init += total;

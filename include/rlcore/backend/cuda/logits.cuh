@@ -23,6 +23,12 @@
 //       cluster per row holds the row's 16-byte vectors in shared memory (rows at any element
 //       start; the gradient row offset from a 16-byte boundary like the logits row: in place or
 //       the same layout; kernels/logits_cluster_kernels.cuh): the logits are read from HBM once.
+//       Waits for the loss and metrics.
+//   policy_loss_from_logits(d_temp, temp_bytes, layout, logits, ... as above)
+//   finish_policy_loss_from_logits(d_temp, layout, token_ids, V, options, logits_opts, ctx)
+//       CUB-style two-phase form of the same: d_temp == nullptr sets temp_bytes and returns;
+//       otherwise enqueued on ctx.stream without waiting; finish_ waits, returns the loss and
+//       metrics and throws for the errors the kernels found.
 #pragma once
 
 #include "../../objective/aggregate.hpp"
@@ -412,16 +418,53 @@ cluster_plan plan_cluster(Kernel* kernel, const matrix_view<const T, device_spac
   return clusters > 0 ? plan : cluster_plan{};
 }
 
-/// policy_loss_from_logits with the kernel choice exposed (tests, benchmarks): cluster_size 0
-/// chooses, -1 forces the two-pass kernel, 1 to 8 forces that cluster size when possible.
+/// The temporary storage of the fused logits path, carved from one buffer (d_temp; every part
+/// 16-byte aligned): the reduced metric sums (1), the logits flags (logits_flag_count), the
+/// per-slot sums (slots), the row statistics (rows) and the sums reduction's partials. With a null
+/// base the pointers are null and `bytes` is the size.
+struct fused_logits_temp {
+  rlcore::detail::policy_token_sums* total = nullptr;
+  unsigned long long* flags = nullptr;
+  rlcore::detail::policy_token_sums* sums = nullptr;
+  rlcore::detail::policy_row_stats* rows = nullptr;
+  rlcore::detail::policy_token_sums* partials = nullptr;
+  std::size_t bytes = 0;
+};
+
+inline fused_logits_temp fused_logits_temp_layout(void* base, index_t slots, index_t rows) {
+  using rlcore::detail::policy_row_stats;
+  using rlcore::detail::policy_token_sums;
+  auto* bytes = static_cast<unsigned char*>(base);
+  fused_logits_temp t;
+  const auto take = [&](std::size_t size) {
+    unsigned char* at = bytes != nullptr ? bytes + t.bytes : nullptr;
+    t.bytes += (size + 15) / 16 * 16;
+    return at;
+  };
+  const auto count = [](index_t n) { return static_cast<std::size_t>(n > 0 ? n : 0); };
+  t.total = reinterpret_cast<policy_token_sums*>(take(sizeof(policy_token_sums)));
+  t.flags =
+      reinterpret_cast<unsigned long long*>(take(logits_flag_count * sizeof(unsigned long long)));
+  t.sums = reinterpret_cast<policy_token_sums*>(take(count(slots) * sizeof(policy_token_sums)));
+  t.rows = reinterpret_cast<policy_row_stats*>(take(count(rows) * sizeof(policy_row_stats)));
+  t.partials = reinterpret_cast<policy_token_sums*>(
+      take(count(device_context::reduce_partials(slots)) * sizeof(policy_token_sums)));
+  return t;
+}
+
+/// Validates and enqueues the fused logits path on ctx.stream into d_temp
+/// (fused_logits_temp_layout; at least its bytes): the row pre-pass, the kernel and the
+/// reduction of the per-slot sums into d_temp's total. Waits only when the aggregation needs the
+/// local valid-token count (token_mean without global_tokens). cluster_size 0 chooses, -1 forces
+/// the two-pass kernel, 1 to 8 forces that cluster size when possible (tests, benchmarks).
 template <batch_layout Layout, class T, class Ids, class Old, class Adv, class Ref>
-requires std::same_as<typename Layout::space, device_space> objective_result
-fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space> logits,
-                              const Ids& token_ids, const Old& old_log_probs, const Adv& advantages,
-                              const Ref& ref_log_probs,
-                              matrix_view<T, device_space> grad_logits_out,
-                              const policy_options& options, const logits_options& logits_opts,
-                              const device_context& ctx, float* log_probs_out, int cluster_size) {
+requires std::same_as<typename Layout::space, device_space>
+void enqueue_fused_logits(void* d_temp, const Layout& layout,
+                          matrix_view<const T, device_space> logits, const Ids& token_ids,
+                          const Old& old_log_probs, const Adv& advantages, const Ref& ref_log_probs,
+                          matrix_view<T, device_space> grad_logits_out,
+                          const policy_options& options, const logits_options& logits_opts,
+                          const device_context& ctx, float* log_probs_out, int cluster_size) {
   static_assert(is_logit_type<T>,
                 "rlcore::cuda::policy_loss_from_logits: bf16, fp16 or fp32 logits");
   constexpr const char* function = "policy_loss_from_logits";
@@ -467,18 +510,16 @@ fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_
   auto p = rlcore::detail::make_policy_params<float>(options);
   p.weights = rlcore::detail::prepare_aggregation(function, options.aggregation, layout, ctx);
   p.row_stats_needed = p.weights.divide_by_row_count;
-  auto rows = ctx.allocate<policy_row_stats>(p.row_stats_needed ? layout.rows() : 0);
+  const fused_logits_temp temp = fused_logits_temp_layout(d_temp, slots, layout.rows());
   if (p.row_stats_needed) {
-    ctx.reduce_rows(layout, rows.data(), valid_row_count<Layout>{layout});
+    ctx.reduce_rows(layout, temp.rows, valid_row_count<Layout>{layout});
   }
-  auto sums = ctx.allocate<policy_token_sums>(slots);
-  auto flags = ctx.allocate<unsigned long long>(logits_flag_count);
-  RLCORE_CUDA_CHECK(cudaMemsetAsync(flags.data(), 0xFF,
+  RLCORE_CUDA_CHECK(cudaMemsetAsync(temp.flags, 0xFF,
                                     logits_flag_count * sizeof(unsigned long long), ctx.stream));
   using maker = make_policy_token_pass<Layout, decltype(old), decltype(adv), decltype(ref)>;
   using sums_type = policy_token_sums;
   if (slots > 0) {
-    const maker make{layout, old, adv, ref, p, p.row_stats_needed ? rows.data() : nullptr};
+    const maker make{layout, old, adv, ref, p, p.row_stats_needed ? temp.rows : nullptr};
     const auto launch_cluster = [&](auto kernel) {
       const cluster_plan plan = plan_cluster<T>(kernel, logits, grad_logits_out, cluster_size);
       if (plan.size == 0) {
@@ -486,15 +527,15 @@ fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_
       }
       launch_kernel(kernel, cluster_kernel_launch(plan, slots, ctx.stream), layout, logits.data,
                     logits.cols, logits.row_stride, grad_logits_out.data,
-                    grad_logits_out.row_stride, ids, make, inv, log_probs_out, sums.data(),
-                    flags.data(), plan.slice_vectors);
+                    grad_logits_out.row_stride, ids, make, inv, log_probs_out, temp.sums,
+                    temp.flags, plan.slice_vectors);
       RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::fused_logits_cluster_kernel");
       return true;
     };
     const auto launch_two_pass = [&](auto kernel) {
       kernel<<<row_grid(slots), fused_logits_threads, 0, ctx.stream>>>(
           layout, logits.data, logits.cols, logits.row_stride, grad_logits_out.data,
-          grad_logits_out.row_stride, ids, make, inv, log_probs_out, sums.data(), flags.data());
+          grad_logits_out.row_stride, ids, make, inv, log_probs_out, temp.sums, temp.flags);
       RLCORE_CUDA_CHECK_LAUNCH("rlcore::cuda::detail::fused_logits_objective_kernel");
     };
     using id_type = decltype(ids);
@@ -518,9 +559,24 @@ fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_
       launch(std::false_type{});
     }
   }
-  const policy_token_sums total =
-      ctx.reduce(slots, policy_token_sums{}, array_source<policy_token_sums>{sums.data()});
-  report_logits_flags(function, read_logits_flags(flags.data(), ctx.stream), logits.cols,
+  ctx.reduce_into(slots, temp.sums, temp.partials, temp.total);
+}
+
+/// Waits for the fused logits path enqueued into d_temp and returns its loss and metrics; throws
+/// rlcore::invalid_argument for a token id outside [0, V) or (policy error) a NaN / inf logit,
+/// as the synchronous form does. ids: the token ids bound to the layout.
+template <class Layout, class Ids>
+objective_result finish_fused_logits(const char* function, const void* d_temp, const Layout& layout,
+                                     const Ids& ids, index_t vocab, const policy_options& options,
+                                     const logits_options& logits_opts, const device_context& ctx) {
+  using rlcore::detail::policy_token_sums;
+  const fused_logits_temp temp =
+      fused_logits_temp_layout(const_cast<void*>(d_temp), layout.token_slots(), layout.rows());
+  policy_token_sums sums{};
+  ctx.copy_to_host(temp.total, 1, &sums);
+  policy_token_sums total{}; // the synchronous reduce's init + sum
+  total += sums;
+  report_logits_flags(function, read_logits_flags(temp.flags, ctx.stream), vocab,
                       logits_opts.nonfinite_logits, [&](index_t r) {
                         auto value = ctx.allocate<long long>(1);
                         read_token_id_kernel<<<1, 1, 0, ctx.stream>>>(layout, ids, r, value.data());
@@ -531,6 +587,28 @@ fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_
                       });
   rlcore::detail::check_global_tokens(function, options.aggregation, total.valid);
   return rlcore::detail::finish_policy_metrics(total, false);
+}
+
+/// policy_loss_from_logits with the kernel choice exposed (tests, benchmarks): cluster_size as
+/// enqueue_fused_logits. Temporary storage from ctx; waits.
+template <batch_layout Layout, class T, class Ids, class Old, class Adv, class Ref>
+requires std::same_as<typename Layout::space, device_space> objective_result
+fused_policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space> logits,
+                              const Ids& token_ids, const Old& old_log_probs, const Adv& advantages,
+                              const Ref& ref_log_probs,
+                              matrix_view<T, device_space> grad_logits_out,
+                              const policy_options& options, const logits_options& logits_opts,
+                              const device_context& ctx, float* log_probs_out, int cluster_size) {
+  constexpr const char* function = "policy_loss_from_logits";
+  const std::size_t bytes =
+      fused_logits_temp_layout(nullptr, layout.token_slots(), layout.rows()).bytes;
+  auto temp = ctx.allocate<unsigned char>(static_cast<index_t>(bytes));
+  enqueue_fused_logits(temp.data(), layout, logits, token_ids, old_log_probs, advantages,
+                       ref_log_probs, grad_logits_out, options, logits_opts, ctx, log_probs_out,
+                       cluster_size);
+  return finish_fused_logits(function, temp.data(), layout,
+                             layout.bind(function, "token_ids", token_ids), logits.cols, options,
+                             logits_opts, ctx);
 }
 
 } // namespace detail
@@ -568,6 +646,57 @@ policy_loss_from_logits(const Layout& layout, matrix_view<const T, device_space>
   return detail::fused_policy_loss_from_logits(layout, logits, token_ids, old_log_probs, advantages,
                                                ref_log_probs, grad_logits_out, options, logits_opts,
                                                ctx, log_probs_out, 0);
+}
+
+/// CUB-style two-phase form of policy_loss_from_logits (the same contract, options and limits):
+/// with d_temp == nullptr sets temp_bytes (O(M + N) bytes: the per-slot metric sums, the row
+/// statistics, the flags) and returns; otherwise (d_temp 16-byte aligned, temp_bytes at least
+/// that) validates the arguments, enqueues the whole path on ctx.stream and returns without
+/// waiting (except for token_mean without global_tokens, which needs the valid-token count
+/// first). Read the loss, the metrics and the errors the kernels found (ids outside [0, V), NaN /
+/// inf logits) with finish_policy_loss_from_logits on the same d_temp and arguments; d_temp must
+/// stay untouched until then. Several calls may be enqueued back to back on one d_temp when only
+/// the last one's result is read.
+template <batch_layout Layout, class T, class Ids, class Old, class Adv, class Ref>
+requires std::same_as<typename Layout::space, device_space>
+void policy_loss_from_logits(void* d_temp, std::size_t& temp_bytes, const Layout& layout,
+                             matrix_view<const T, device_space> logits, const Ids& token_ids,
+                             const Old& old_log_probs, const Adv& advantages,
+                             const Ref& ref_log_probs, matrix_view<T, device_space> grad_logits_out,
+                             const policy_options& options = {},
+                             const logits_options& logits_opts = {}, const device_context& ctx = {},
+                             float* log_probs_out = nullptr) {
+  constexpr const char* function = "policy_loss_from_logits";
+  const std::size_t needed =
+      detail::fused_logits_temp_layout(nullptr, layout.token_slots(), layout.rows()).bytes;
+  if (d_temp == nullptr) {
+    temp_bytes = needed;
+    return;
+  }
+  rlcore::detail::require(temp_bytes >= needed, function, "temp_bytes", "expected at least ",
+                          needed, ", got ", temp_bytes);
+  rlcore::detail::require(reinterpret_cast<std::uintptr_t>(d_temp) % 16 == 0, function, "d_temp",
+                          "expected a 16-byte aligned pointer");
+  detail::enqueue_fused_logits(d_temp, layout, logits, token_ids, old_log_probs, advantages,
+                               ref_log_probs, grad_logits_out, options, logits_opts, ctx,
+                               log_probs_out, 0);
+}
+
+/// Waits for the two-phase policy_loss_from_logits that used d_temp (with this layout, these
+/// token_ids, V = logits.cols, options and logits_opts) and returns its loss and metrics; throws
+/// rlcore::invalid_argument as the one-call form does (ids outside [0, V); NaN / inf logits under
+/// the error policy; token_mean's global_tokens below the valid count).
+template <batch_layout Layout, class Ids>
+requires std::same_as<typename Layout::space, device_space>
+    objective_result finish_policy_loss_from_logits(const void* d_temp, const Layout& layout,
+                                                    const Ids& token_ids, index_t vocab,
+                                                    const policy_options& options = {},
+                                                    const logits_options& logits_opts = {},
+                                                    const device_context& ctx = {}) {
+  constexpr const char* function = "policy_loss_from_logits";
+  return detail::finish_fused_logits(function, d_temp, layout,
+                                     layout.bind(function, "token_ids", token_ids), vocab, options,
+                                     logits_opts, ctx);
 }
 
 /// The GRPO loss (DeepSeekMath eq. 3, negated) from logits, fused forward + backward: the
