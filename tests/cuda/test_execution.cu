@@ -127,6 +127,28 @@ TEST_CASE("reduce: fp32 sums are bitwise identical run to run and match a double
   CHECK(std::abs(first - reference) <= 1e-6 * magnitude);
 }
 
+TEST_CASE("reduce_into: reduce's bits into device memory, asynchronously") {
+  const auto x = uniform<float>((1u << 20) + 5, -1.0, 1.0, 9);
+  const auto d = to_device(x);
+  const read_float f{thrust::raw_pointer_cast(d.data())};
+  for (const index_t n : {index_t{0}, index_t{1}, index_t{255}, index_t{257}, index_t{1} << 20}) {
+    INFO("n = ", n);
+    thrust::device_vector<float> partials(static_cast<std::size_t>(
+        rlcore::device_context::reduce_partials(n) > 0 ? rlcore::device_context::reduce_partials(n)
+                                                       : 1));
+    thrust::device_vector<float> out(1, -7.0f);
+    ctx.reduce_into(n, thrust::raw_pointer_cast(d.data()),
+                    thrust::raw_pointer_cast(partials.data()),
+                    thrust::raw_pointer_cast(out.data()));
+    const float into = 0.0f + to_host(out)[0];
+    const float reduced = ctx.reduce(n, 0.0f, f);
+    CHECK(std::memcmp(&into, &reduced, sizeof(float)) == 0);
+  }
+  CHECK(rlcore::device_context::reduce_partials(0) == 0);
+  CHECK(rlcore::device_context::reduce_partials(1) == 1);
+  CHECK(rlcore::device_context::reduce_partials(index_t{1} << 30) == 1024);
+}
+
 TEST_CASE("padded layout: for_each_token, reduce_tokens and reduce_rows honour the mask") {
   const index_t rows = 37;
   const index_t cols = 1031;
