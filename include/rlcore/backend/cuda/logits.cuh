@@ -472,7 +472,6 @@ void enqueue_fused_logits(void* d_temp, const Layout& layout,
   rlcore::detail::require(!logits_opts.accumulate_gradient, function,
                           "logits_opts.accumulate_gradient",
                           "expected false (the fused kernel writes d logits once), got true");
-  using rlcore::detail::policy_row_stats;
   using rlcore::detail::policy_token_sums;
   const index_t slots = layout.token_slots();
   check_logits_view(function, "logits", logits, slots);
